@@ -1,0 +1,144 @@
+//! The crate's error type: every variant names the file, tensor, field or shape at fault.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in `altclip`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A JSON file (config, index, preprocessor config) could not be parsed.
+    #[error("invalid JSON in {what}: {source}")]
+    Json {
+        /// Which document (usually a file path).
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A configuration value cannot describe a working model.
+    #[error("invalid config: {field}: {reason}")]
+    InvalidConfig {
+        /// The offending field, e.g. `text_config.hidden_size`.
+        field: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+
+    /// A directory holds no weight file this crate can read.
+    #[error(
+        "no weights found in {dir}: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin"
+    )]
+    NoWeights {
+        /// The directory searched.
+        dir: PathBuf,
+    },
+
+    /// A weight file could not be opened or is not in the format its name says.
+    #[error("cannot read weight file {path}: {reason}")]
+    WeightFile {
+        /// The weight file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A tensor the model needs is absent from the checkpoint.
+    #[error("tensor `{name}` is missing from the checkpoint")]
+    MissingTensor {
+        /// Full tensor name (as looked up, before scheme fall-backs).
+        name: String,
+    },
+
+    /// A checkpoint tensor has a shape other than the config implies.
+    #[error("tensor `{name}` has shape {got:?} in the checkpoint, but the config implies {expected:?}")]
+    TensorShape {
+        /// Full tensor name.
+        name: String,
+        /// Shape implied by the config.
+        expected: Vec<usize>,
+        /// Shape found in the checkpoint.
+        got: Vec<usize>,
+    },
+
+    /// A checkpoint tensor has a dtype that cannot hold weights (e.g. an integer tensor where floats belong).
+    #[error("tensor `{name}` has dtype {dtype:?} in the checkpoint; a floating-point tensor is required")]
+    TensorDType {
+        /// Full tensor name.
+        name: String,
+        /// The dtype found.
+        dtype: candle_core::DType,
+    },
+
+    /// A model input has the wrong rank, size or dtype.
+    #[error("bad input `{input}`: {reason}")]
+    BadInput {
+        /// Which input (`input_ids`, `pixel_values`, ...).
+        input: &'static str,
+        /// What was wrong, with the shapes or dtypes involved.
+        reason: String,
+    },
+
+    /// `pixel_values` have a spatial size other than the config's `image_size` and interpolation was not requested.
+    #[error(
+        "pixel_values are {got_h}x{got_w} but the model expects {expected}x{expected}; \
+         pass interpolate_pos_encoding = true to accept other sizes"
+    )]
+    ImageSize {
+        /// The configured `image_size`.
+        expected: usize,
+        /// Input height.
+        got_h: usize,
+        /// Input width.
+        got_w: usize,
+    },
+
+    /// A token id lies outside the vocabulary.
+    #[error("input_ids contains id {id}, outside the vocabulary of {vocab_size}")]
+    TokenOutOfRange {
+        /// The offending id.
+        id: i64,
+        /// The configured vocabulary size.
+        vocab_size: usize,
+    },
+
+    /// An error from the candle tensor library.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn config(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn bad_input(input: &'static str, reason: impl Into<String>) -> Self {
+        Error::BadInput {
+            input,
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! # altclip
+//!
+//! BAAI's [AltCLIP](https://huggingface.co/BAAI/AltCLIP) — a multilingual CLIP with an XLM-RoBERTa text encoder and
+//! a CLIP ViT vision encoder — on the [candle](https://github.com/huggingface/candle) ML framework, numerically
+//! matching Hugging Face transformers' `modeling_altclip.py`.
+//!
+//! ```text
+//! config.json ──► config ──► weights (safetensors | sharded | pytorch_model.bin, both name schemes) ──► model
+//!   text_model: XLM-R embeddings ─► post-LN encoder ─► pre_LN ─► transformation ─► token 0 ─► text_projection
+//!   vision_model: patches + class + positions ─► pre_layrnorm ─► pre-LN encoder ─► post_layernorm(CLS) ─► visual_projection
+//!   logits = exp(logit_scale) · cosine(image_embeds, text_embeds)
+//! ```
+//!
+//! ```no_run
+//! use altclip::{AltClipModel, ForwardOptions};
+//! use candle_core::{DType, Device, Tensor};
+//!
+//! # fn main() -> altclip::Result<()> {
+//! let device = Device::Cpu;
+//! let model = AltClipModel::from_dir("path/to/AltCLIP", DType::F32, &device)?;
+//! // Token ids from the XLM-R tokenizer: <s> ... </s>, padded with 1.
+//! let input_ids = Tensor::new(&[[0u32, 6, 5, 2], [0, 7, 2, 1]], &device)?;
+//! let attention_mask = Tensor::new(&[[1u32, 1, 1, 1], [1, 1, 1, 0]], &device)?;
+//! let pixel_values = Tensor::zeros((1, 3, 224, 224), DType::F32, &device)?;
+//! let out = model.forward(&input_ids, &pixel_values, Some(&attention_mask), ForwardOptions::default())?;
+//! let probs = candle_nn::ops::softmax_last_dim(&out.logits_per_image)?;
+//! println!("{probs}");
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod nn;
+pub mod text_model;
+pub mod vision_model;
+pub mod weights;
+
+pub use config::{Activation, AltClipConfig, AltClipTextConfig, AltClipVisionConfig};
+pub use error::{Error, Result};
+pub use model::{AltClipModel, AltClipOutput, ForwardOptions};
+pub use text_model::{AltClipTextModel, TextModelOutput};
+pub use vision_model::{AltClipVisionModel, VisionModelOutput};
+pub use weights::{Checkpoint, WeightFiles, Weights};

@@ -1,0 +1,196 @@
+//! `AltClipModel`: both towers, their projections into the shared space, and CLIP logits.
+//!
+//! Mirrors transformers' `AltCLIPModel` (`get_text_features`, `get_image_features`, `forward`).
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::config::AltClipConfig;
+use crate::error::{Error, Result};
+use crate::nn::Linear;
+use crate::text_model::{AltClipTextModel, TextModelOutput, TEXT_PREFIX};
+use crate::vision_model::{AltClipVisionModel, VisionModelOutput, VISION_PREFIX};
+use crate::weights::Weights;
+
+/// What [`AltClipModel::forward`] returns (`AltCLIPOutput`).
+#[derive(Debug, Clone)]
+pub struct AltClipOutput {
+    /// `exp(logit_scale) · cos(image, text)`: (images, texts).
+    pub logits_per_image: Tensor,
+    /// The transpose: (texts, images).
+    pub logits_per_text: Tensor,
+    /// L2-normalised projected text embeddings: (texts, projection_dim).
+    pub text_embeds: Tensor,
+    /// L2-normalised projected image embeddings: (images, projection_dim).
+    pub image_embeds: Tensor,
+    /// Symmetric contrastive loss, when requested (scalar, f32).
+    pub loss: Option<Tensor>,
+    /// The text tower's output.
+    pub text_model_output: TextModelOutput,
+    /// The vision tower's output.
+    pub vision_model_output: VisionModelOutput,
+}
+
+/// Options of [`AltClipModel::forward`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardOptions {
+    /// Compute the contrastive loss (needs as many images as texts).
+    pub return_loss: bool,
+    /// Accept `pixel_values` of any size, resizing the position embeddings bicubically.
+    pub interpolate_pos_encoding: bool,
+    /// Keep every layer's hidden states in both tower outputs.
+    pub output_hidden_states: bool,
+}
+
+/// The AltCLIP model: text tower, vision tower and the two projections (`AltCLIPModel`).
+#[derive(Debug, Clone)]
+pub struct AltClipModel {
+    text_model: AltClipTextModel,
+    vision_model: AltClipVisionModel,
+    text_projection: Linear,
+    visual_projection: Linear,
+    logit_scale: Tensor,
+    config: AltClipConfig,
+}
+
+impl AltClipModel {
+    /// Builds the model from weights rooted at a full checkpoint (`text_model.*`, `vision_model.*`,
+    /// `text_projection.weight`, `visual_projection.weight`, `logit_scale`).
+    pub fn new(cfg: &AltClipConfig, w: &Weights) -> Result<Self> {
+        cfg.validate()?;
+        let p = cfg.projection_dim;
+        Ok(Self {
+            text_model: AltClipTextModel::new(&cfg.text_config, &w.pp(TEXT_PREFIX))?,
+            vision_model: AltClipVisionModel::new(&cfg.vision_config, &w.pp(VISION_PREFIX))?,
+            text_projection: Linear::load_no_bias(&w.pp("text_projection"), cfg.text_config.project_dim, p)?,
+            visual_projection: Linear::load_no_bias(&w.pp("visual_projection"), cfg.vision_config.hidden_size, p)?,
+            logit_scale: w.get_f32((), "logit_scale")?,
+            config: cfg.clone(),
+        })
+    }
+
+    /// Loads from a local model directory: `config.json` plus `model.safetensors` (single or sharded) or
+    /// `pytorch_model.bin`.
+    pub fn from_dir(dir: impl AsRef<Path>, dtype: DType, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let cfg = AltClipConfig::from_file(dir.join("config.json"))?;
+        Self::new(&cfg, &Weights::from_dir(dir, dtype, device)?)
+    }
+
+    /// The configuration the model was built with.
+    pub fn config(&self) -> &AltClipConfig {
+        &self.config
+    }
+
+    /// The text tower.
+    pub fn text_model(&self) -> &AltClipTextModel {
+        &self.text_model
+    }
+
+    /// The vision tower.
+    pub fn vision_model(&self) -> &AltClipVisionModel {
+        &self.vision_model
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        self.text_model.device()
+    }
+
+    /// The dtype of the weights and activations.
+    pub fn dtype(&self) -> DType {
+        self.text_model.dtype()
+    }
+
+    /// `exp(logit_scale)` as stored in the checkpoint.
+    pub fn logit_scale(&self) -> Result<f32> {
+        Ok(self.logit_scale.exp()?.to_scalar::<f32>()?)
+    }
+
+    /// Projected (not normalised) text features: `text_projection(token 0 of the text tower's output)`,
+    /// (batch, projection_dim).
+    pub fn get_text_features(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let out = self.text_model.forward(input_ids, attention_mask, false)?;
+        self.text_projection.forward(&out.pooler_output)
+    }
+
+    /// Projected (not normalised) image features: `visual_projection(pooled output)`, (batch, projection_dim).
+    pub fn get_image_features(&self, pixel_values: &Tensor, interpolate_pos_encoding: bool) -> Result<Tensor> {
+        let out = self
+            .vision_model
+            .forward(pixel_values, interpolate_pos_encoding, false)?;
+        self.visual_projection.forward(&out.pooler_output)
+    }
+
+    /// Runs both towers and computes CLIP logits, normalised embeddings and (optionally) the contrastive loss.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        pixel_values: &Tensor,
+        attention_mask: Option<&Tensor>,
+        options: ForwardOptions,
+    ) -> Result<AltClipOutput> {
+        let vision = self.vision_model.forward(
+            pixel_values,
+            options.interpolate_pos_encoding,
+            options.output_hidden_states,
+        )?;
+        let text = self
+            .text_model
+            .forward(input_ids, attention_mask, options.output_hidden_states)?;
+        let image_embeds = l2_normalize(&self.visual_projection.forward(&vision.pooler_output)?)?;
+        let text_embeds = l2_normalize(&self.text_projection.forward(&text.pooler_output)?)?;
+        let logits_per_text = self.logits(&text_embeds, &image_embeds)?;
+        let logits_per_image = logits_per_text.t()?;
+        let loss = if options.return_loss {
+            Some(contrastive_loss(&logits_per_text)?)
+        } else {
+            None
+        };
+        Ok(AltClipOutput {
+            logits_per_image,
+            logits_per_text,
+            text_embeds,
+            image_embeds,
+            loss,
+            text_model_output: text,
+            vision_model_output: vision,
+        })
+    }
+
+    /// `exp(logit_scale) · a bᵀ` for normalised embeddings `a` (n, d) and `b` (m, d): (n, m).
+    pub fn logits(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let scale = self.logit_scale.exp()?.to_dtype(a.dtype())?;
+        Ok(a.matmul(&b.t()?)?.broadcast_mul(&scale)?)
+    }
+}
+
+/// `x / ‖x‖₂` along the last dimension (transformers' `_get_vector_norm`).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    Ok(x.broadcast_div(&norm)?)
+}
+
+/// transformers' `image_text_contrastive_loss`: the mean of the cross-entropies over rows and over columns of the
+/// (square) similarity matrix, with the diagonal as targets. Computed in f32.
+pub fn contrastive_loss(logits_per_text: &Tensor) -> Result<Tensor> {
+    let (n, m) = logits_per_text.dims2()?;
+    if n != m {
+        return Err(Error::bad_input(
+            "return_loss",
+            format!("the contrastive loss needs as many texts as images, got {n} texts and {m} images"),
+        ));
+    }
+    let logits = logits_per_text.to_dtype(DType::F32)?;
+    let caption = diagonal_cross_entropy(&logits)?;
+    let image = diagonal_cross_entropy(&logits.t()?)?;
+    Ok(((caption + image)? / 2.0)?)
+}
+
+fn diagonal_cross_entropy(logits: &Tensor) -> Result<Tensor> {
+    let n = logits.dim(0)?;
+    let targets = Tensor::arange(0u32, n as u32, logits.device())?;
+    let log_probs = candle_nn::ops::log_softmax(&logits.contiguous()?, D::Minus1)?;
+    Ok(candle_nn::loss::nll(&log_probs, &targets)?)
+}

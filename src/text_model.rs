@@ -1,0 +1,272 @@
+//! The text tower: XLM-RoBERTa (bidirectional) → `pre_LN` → `transformation`, pooled at token 0.
+//!
+//! Mirrors transformers' `AltRobertaModel` and `AltCLIPTextModel` (`modeling_altclip.py`). Tensor names follow
+//! PyTorch's: `roberta.embeddings.*`, `roberta.encoder.layer.N.*`, `pre_LN.*`, `transformation.*`.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{tower_config_from_dir, AltClipTextConfig};
+use crate::error::{Error, Result};
+use crate::nn::{FeedForward, LayerNorm, Linear, SelfAttention};
+use crate::weights::Weights;
+
+/// Word, position and token-type embeddings followed by layer norm (`AltRobertaEmbeddings`).
+#[derive(Debug, Clone)]
+struct TextEmbeddings {
+    word: Tensor,
+    position: Tensor,
+    token_type0: Tensor,
+    layer_norm: LayerNorm,
+}
+
+impl TextEmbeddings {
+    fn load(w: &Weights, cfg: &AltClipTextConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let token_type = w.get((cfg.type_vocab_size, h), "token_type_embeddings.weight")?;
+        Ok(Self {
+            word: w.get((cfg.vocab_size, h), "word_embeddings.weight")?,
+            position: w.get((cfg.max_position_embeddings, h), "position_embeddings.weight")?,
+            // token_type_ids are all zero for XLM-R (transformers' default buffer).
+            token_type0: token_type.get(0)?,
+            layer_norm: LayerNorm::load(&w.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+        })
+    }
+
+    fn forward(&self, ids: &Tensor, position_ids: &Tensor) -> Result<Tensor> {
+        let (b, s) = ids.dims2()?;
+        let words = self.word.embedding(&ids.flatten_all()?)?;
+        let positions = self.position.embedding(&position_ids.flatten_all()?)?;
+        let x = words.add(&positions)?.broadcast_add(&self.token_type0)?;
+        let x = x.reshape((b, s, ()))?;
+        self.layer_norm.forward(&x)
+    }
+}
+
+/// One post-LN transformer layer (`AltRobertaLayer`).
+#[derive(Debug, Clone)]
+struct TextLayer {
+    attention: SelfAttention,
+    attention_norm: LayerNorm,
+    ffn: FeedForward,
+    output_norm: LayerNorm,
+}
+
+impl TextLayer {
+    fn load(w: &Weights, cfg: &AltClipTextConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let eps = cfg.layer_norm_eps;
+        let sa = w.pp("attention.self");
+        let attention = SelfAttention::new(
+            Linear::load(&sa.pp("query"), h, h)?,
+            Linear::load(&sa.pp("key"), h, h)?,
+            Linear::load(&sa.pp("value"), h, h)?,
+            Linear::load(&w.pp("attention.output.dense"), h, h)?,
+            cfg.num_attention_heads,
+        )?;
+        Ok(Self {
+            attention,
+            attention_norm: LayerNorm::load(&w.pp("attention.output.LayerNorm"), h, eps)?,
+            ffn: FeedForward::new(
+                Linear::load(&w.pp("intermediate.dense"), h, cfg.intermediate_size)?,
+                Linear::load(&w.pp("output.dense"), cfg.intermediate_size, h)?,
+                cfg.activation()?,
+            ),
+            output_norm: LayerNorm::load(&w.pp("output.LayerNorm"), h, eps)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let attn = self.attention.forward(x, Some(mask))?;
+        let x = self.attention_norm.forward(&(attn + x)?)?;
+        let y = self.ffn.forward(&x)?;
+        self.output_norm.forward(&(y + x)?)
+    }
+}
+
+/// What [`AltClipTextModel::forward`] returns (`BaseModelOutputWithPoolingAndProjection`).
+#[derive(Debug, Clone)]
+pub struct TextModelOutput {
+    /// `transformation(pre_LN(encoder output))`: (batch, seq, project_dim). This is what AltDiffusion conditions on.
+    pub last_hidden_state: Tensor,
+    /// Token 0 of `last_hidden_state`: (batch, project_dim).
+    pub pooler_output: Tensor,
+    /// With `output_hidden_states`: the embeddings output and every layer's output (before `pre_LN`),
+    /// `num_hidden_layers + 1` tensors of (batch, seq, hidden).
+    pub hidden_states: Option<Vec<Tensor>>,
+}
+
+/// The AltCLIP text tower (`AltCLIPTextModel`).
+#[derive(Debug, Clone)]
+pub struct AltClipTextModel {
+    embeddings: TextEmbeddings,
+    layers: Vec<TextLayer>,
+    pre_ln: LayerNorm,
+    transformation: Linear,
+    config: AltClipTextConfig,
+}
+
+/// Prefix of the text tower inside a full `AltCLIPModel` checkpoint.
+pub const TEXT_PREFIX: &str = "text_model";
+
+impl AltClipTextModel {
+    /// Builds the tower from weights rooted at the tower (names `roberta.*`, `pre_LN.*`, `transformation.*`).
+    pub fn new(cfg: &AltClipTextConfig, w: &Weights) -> Result<Self> {
+        cfg.validate()?;
+        let roberta = w.pp("roberta");
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| TextLayer::load(&roberta.pp(format!("encoder.layer.{i}")), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embeddings: TextEmbeddings::load(&roberta.pp("embeddings"), cfg)?,
+            layers,
+            pre_ln: LayerNorm::load(&w.pp("pre_LN"), cfg.hidden_size, cfg.layer_norm_eps)?,
+            transformation: Linear::load(&w.pp("transformation"), cfg.hidden_size, cfg.project_dim)?,
+            config: cfg.clone(),
+        })
+    }
+
+    /// Builds the tower from either a full AltCLIP checkpoint (under `text_model.`) or its own.
+    pub fn load(cfg: &AltClipTextConfig, w: &Weights) -> Result<Self> {
+        if w.contains(&format!("{TEXT_PREFIX}.transformation.weight")) {
+            Self::new(cfg, &w.pp(TEXT_PREFIX))
+        } else {
+            Self::new(cfg, w)
+        }
+    }
+
+    /// Loads from a directory holding `config.json` (a full AltCLIP config or a text-only one) and weights.
+    pub fn from_dir(dir: impl AsRef<Path>, dtype: DType, device: &Device) -> Result<Self> {
+        let dir = dir.as_ref();
+        let cfg = tower_config_from_dir(dir, |c| c.text_config, AltClipTextConfig::validate)?;
+        Self::load(&cfg, &Weights::from_dir(dir, dtype, device)?)
+    }
+
+    /// The configuration the tower was built with.
+    pub fn config(&self) -> &AltClipTextConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        self.embeddings.word.device()
+    }
+
+    /// The dtype of the weights and activations.
+    pub fn dtype(&self) -> DType {
+        self.embeddings.word.dtype()
+    }
+
+    /// Runs the tower.
+    ///
+    /// `input_ids`: (batch, seq) of u32 or i64; `attention_mask`: same shape, 1 for real tokens and 0 for padding
+    /// (any numeric dtype), or `None` for all ones.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        output_hidden_states: bool,
+    ) -> Result<TextModelOutput> {
+        let (ids, position_ids) = self.prepare_ids(input_ids)?;
+        let mask = self.additive_mask(input_ids, attention_mask)?;
+        let mut x = self.embeddings.forward(&ids, &position_ids)?;
+        let mut hidden_states = output_hidden_states.then(|| vec![x.clone()]);
+        for layer in &self.layers {
+            x = layer.forward(&x, &mask)?;
+            if let Some(hs) = hidden_states.as_mut() {
+                hs.push(x.clone());
+            }
+        }
+        let projected = self.transformation.forward(&self.pre_ln.forward(&x)?)?;
+        let pooled = projected.narrow(1, 0, 1)?.squeeze(1)?;
+        Ok(TextModelOutput {
+            last_hidden_state: projected,
+            pooler_output: pooled,
+            hidden_states,
+        })
+    }
+
+    /// Checks `input_ids` and computes position ids as transformers' `create_position_ids_from_input_ids` does:
+    /// `cumsum(ids != pad) * (ids != pad) + pad`, in integers so they are exact in any dtype and with either
+    /// padding side.
+    fn prepare_ids(&self, input_ids: &Tensor) -> Result<(Tensor, Tensor)> {
+        let cfg = &self.config;
+        let dims = input_ids.dims();
+        let [b, s] = dims else {
+            return Err(Error::bad_input(
+                "input_ids",
+                format!("expected rank 2 (batch, seq), got shape {dims:?}"),
+            ));
+        };
+        let (b, s) = (*b, *s);
+        if b == 0 || s == 0 {
+            return Err(Error::bad_input("input_ids", format!("empty shape {dims:?}")));
+        }
+        let max_len = cfg.max_sequence_length();
+        if s > max_len {
+            return Err(Error::bad_input(
+                "input_ids",
+                format!(
+                    "sequence length {s} exceeds the {max_len} positions of max_position_embeddings = {}",
+                    cfg.max_position_embeddings
+                ),
+            ));
+        }
+        let ids: Vec<i64> = match input_ids.dtype() {
+            DType::U32 | DType::I64 | DType::U8 => input_ids.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?,
+            other => {
+                return Err(Error::bad_input(
+                    "input_ids",
+                    format!("expected an integer dtype (u32 or i64), got {other:?}"),
+                ))
+            }
+        };
+        let vocab = cfg.vocab_size;
+        if let Some(&bad) = ids.iter().find(|&&id| id < 0 || id as u64 >= vocab as u64) {
+            return Err(Error::TokenOutOfRange {
+                id: bad,
+                vocab_size: vocab,
+            });
+        }
+        let pad = i64::from(cfg.pad_token_id);
+        let mut positions = Vec::with_capacity(ids.len());
+        for row in ids.chunks(s) {
+            let mut count = 0u32;
+            for &id in row {
+                if id == pad {
+                    positions.push(cfg.pad_token_id);
+                } else {
+                    count += 1;
+                    positions.push(count + cfg.pad_token_id);
+                }
+            }
+        }
+        let ids_u32: Vec<u32> = ids.iter().map(|&id| id as u32).collect();
+        let device = self.device();
+        Ok((
+            Tensor::from_vec(ids_u32, (b, s), device)?,
+            Tensor::from_vec(positions, (b, s), device)?,
+        ))
+    }
+
+    /// `(1 − mask) · f32::MIN`, shaped (batch, 1, 1, seq) — transformers' extended attention mask, kept in f32.
+    fn additive_mask(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, s) = input_ids.dims2()?;
+        let device = self.device();
+        let mask = match attention_mask {
+            None => Tensor::ones((b, s), DType::F32, device)?,
+            Some(m) => {
+                if m.dims() != [b, s] {
+                    return Err(Error::bad_input(
+                        "attention_mask",
+                        format!("shape {:?} does not match input_ids {:?}", m.dims(), [b, s]),
+                    ));
+                }
+                m.to_device(device)?.to_dtype(DType::F32)?
+            }
+        };
+        let additive = ((1.0 - mask)? * f64::from(f32::MIN))?;
+        Ok(additive.reshape((b, 1, 1, s))?)
+    }
+}
