@@ -115,6 +115,34 @@ pub enum Error {
         vocab_size: usize,
     },
 
+    /// An image could not be decoded (corrupt, truncated, unsupported format, or over the decoder limits).
+    #[error("cannot decode image {input}: {source}")]
+    ImageDecode {
+        /// The image's path, or a description such as `<bytes #3>`.
+        input: String,
+        /// The decoder's error (`image::ImageError::Limits` for images over the size limits).
+        #[source]
+        source: image::ImageError,
+    },
+
+    /// An image or pixel buffer cannot be preprocessed (empty, mismatched buffer length, ...).
+    #[error("invalid image {input}: {reason}")]
+    InvalidImage {
+        /// The image's path or description.
+        input: String,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// The tokenizer could not be loaded or failed on an input.
+    #[error("tokenizer error ({what}): {reason}")]
+    Tokenizer {
+        /// The file or operation involved.
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// An error from the candle tensor library.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

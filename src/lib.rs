@@ -36,6 +36,7 @@ pub mod config;
 pub mod error;
 pub mod model;
 pub mod nn;
+pub mod processor;
 pub mod text_model;
 pub mod vision_model;
 pub mod weights;

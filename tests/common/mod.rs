@@ -8,7 +8,9 @@ use candle_core::{DType, Device, Tensor};
 
 /// `tests/fixtures/<rel>`.
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 /// The inputs and transformers' outputs recorded by `scripts/make_model_fixtures.py`.
@@ -19,15 +21,30 @@ pub fn expected() -> HashMap<String, Tensor> {
 
 /// Looks up one recorded tensor.
 pub fn get(e: &HashMap<String, Tensor>, name: &str) -> Tensor {
-    e.get(name).unwrap_or_else(|| panic!("fixture tensor {name} missing")).clone()
+    e.get(name)
+        .unwrap_or_else(|| panic!("fixture tensor {name} missing"))
+        .clone()
 }
 
 /// max |a − b| over all elements, after checking the shapes agree.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
     let a = a.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
-    let b = b.to_dtype(DType::F32).unwrap().to_device(a.device()).unwrap().flatten_all().unwrap();
-    (a - b).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    let b = b
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_device(a.device())
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// Asserts `max |a − b| ≤ tol`, printing the measured value (`cargo test -- --nocapture` shows it).
@@ -36,6 +53,17 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
     eprintln!("max|Δ| {what:<40} {d:.3e} (tol {tol:.0e})");
     assert!(d <= tol, "{what}: max |Δ| = {d:e} > {tol:e}");
     // A comparison against zeros would pass trivially: make sure the reference is not degenerate.
-    let scale = want.to_dtype(DType::F32).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-    assert!(scale.to_scalar::<f32>().unwrap() > 1e-3, "{what}: reference is all ~zero");
+    let scale = want
+        .to_dtype(DType::F32)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap();
+    assert!(
+        scale.to_scalar::<f32>().unwrap() > 1e-3,
+        "{what}: reference is all ~zero"
+    );
 }

@@ -1,0 +1,5 @@
+//! Preprocessing: images and text.
+pub mod image;
+pub mod resize;
+pub mod sentencepiece;
+pub mod text;
