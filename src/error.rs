@@ -143,6 +143,48 @@ pub enum Error {
         reason: String,
     },
 
+    /// A model could not be fetched from the Hugging Face Hub: unknown repository or revision, a file the repository
+    /// lacks, an authentication failure (private or gated repository) or a network error.
+    #[error(
+        "cannot fetch {}{repo} (revision `{revision}`) from the Hugging Face Hub: {reason}",
+        .file.as_deref().map(|f| format!("`{f}` of ")).unwrap_or_default()
+    )]
+    Hub {
+        /// The repository id, e.g. `BAAI/AltCLIP`.
+        repo: String,
+        /// The revision asked for (branch, tag, `refs/pr/N` or commit hash).
+        revision: String,
+        /// The file being fetched; `None` when the repository or revision itself failed.
+        file: Option<String>,
+        /// What went wrong, with the hub's own error code and message where it gave one.
+        reason: String,
+    },
+
+    /// Offline mode (`HF_HUB_OFFLINE=1` or `HubOptions::with_offline(true)`) and a file is not in the local cache.
+    #[error(
+        "offline mode: `{file}` of {repo} (revision `{revision}`) is not in the Hugging Face cache at {cache_dir}; \
+         run once online, or `huggingface-cli download {repo} --revision {revision}`, or pass a local model directory"
+    )]
+    OfflineMissing {
+        /// The repository id.
+        repo: String,
+        /// The revision asked for.
+        revision: String,
+        /// The file (or files) missing.
+        file: String,
+        /// The hub cache directory searched (the one holding `models--ORG--NAME`).
+        cache_dir: PathBuf,
+    },
+
+    /// A caller-supplied argument is unusable (no labels, duplicate labels, a template without `{}`, ...).
+    #[error("invalid {argument}: {reason}")]
+    InvalidArgument {
+        /// Which argument.
+        argument: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+
     /// An error from the candle tensor library.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -34,16 +34,25 @@
 
 pub mod config;
 pub mod error;
+#[cfg(feature = "hub")]
+pub mod hub;
 pub mod model;
 pub mod nn;
+pub mod pipeline;
 pub mod processor;
+pub mod retrieval;
 pub mod text_model;
 pub mod vision_model;
 pub mod weights;
+pub mod zero_shot;
 
 pub use config::{Activation, AltClipConfig, AltClipTextConfig, AltClipVisionConfig};
 pub use error::{Error, Result};
 pub use model::{AltClipModel, AltClipOutput, ForwardOptions};
+pub use pipeline::{AltClip, LoadOptions};
+pub use processor::AltClipProcessor;
+pub use retrieval::{EmbeddingIndex, Hit};
 pub use text_model::{AltClipTextModel, TextModelOutput};
 pub use vision_model::{AltClipVisionModel, VisionModelOutput};
 pub use weights::{Checkpoint, WeightFiles, Weights};
+pub use zero_shot::{LabelScore, ZeroShotClassifier};

@@ -1,0 +1,268 @@
+//! The one-call entry point: model and processor together, from a hub id or a local directory, with embedding
+//! helpers that return what users compare (L2-normalised embeddings).
+//!
+//! ```no_run
+//! use altclip::{AltClip, LoadOptions};
+//! use altclip::processor::image::ImageInput;
+//! use std::path::Path;
+//!
+//! # fn main() -> altclip::Result<()> {
+//! let clip = AltClip::from_pretrained("BAAI/AltCLIP", &LoadOptions::default())?;
+//! let texts = clip.embed_texts(&["a photo of a cat", "一张狗的照片"])?;
+//! let images = clip.embed_images(&[ImageInput::Path(Path::new("cat.jpg"))])?;
+//! let probs = candle_nn::ops::softmax_last_dim(&clip.logits(&images, &texts)?)?;
+//! println!("{probs}");
+//! # Ok(())
+//! # }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::model::{l2_normalize, AltClipModel};
+use crate::processor::image::ImageInput;
+use crate::processor::text::Padding;
+use crate::processor::AltClipProcessor;
+
+/// Where to run: parsed from `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N` or `auto` (CUDA, then Metal, then CPU).
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let spec = spec.trim().to_ascii_lowercase();
+    let (kind, ordinal) = match spec.split_once(':') {
+        Some((k, n)) => {
+            let n: usize = n.parse().map_err(|_| Error::InvalidArgument {
+                argument: "device",
+                reason: format!("{spec:?}: the ordinal after ':' must be a number"),
+            })?;
+            (k.to_string(), n)
+        }
+        None => (spec.clone(), 0),
+    };
+    match kind.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::new_cuda(ordinal)?),
+        "metal" => Ok(Device::new_metal(ordinal)?),
+        "auto" | "best" => {
+            if candle_core::utils::cuda_is_available() {
+                Ok(Device::new_cuda(ordinal)?)
+            } else if candle_core::utils::metal_is_available() {
+                Ok(Device::new_metal(ordinal)?)
+            } else {
+                Ok(Device::Cpu)
+            }
+        }
+        _ => Err(Error::InvalidArgument {
+            argument: "device",
+            reason: format!("{spec:?} (expected cpu, cuda, cuda:N, metal, metal:N or auto)"),
+        }),
+    }
+}
+
+/// Parses `f32`, `f16` or `bf16` (also `float32`, `float16`, `bfloat16`).
+pub fn parse_dtype(spec: &str) -> Result<DType> {
+    match spec.trim().to_ascii_lowercase().as_str() {
+        "f32" | "float32" | "float" => Ok(DType::F32),
+        "f16" | "float16" | "half" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(Error::InvalidArgument {
+            argument: "dtype",
+            reason: format!("{other:?} (expected f32, f16 or bf16)"),
+        }),
+    }
+}
+
+/// Options for [`AltClip::from_pretrained`].
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Hub revision: branch, tag, `refs/pr/N` or commit. BAAI/AltCLIP's `main` has only `pytorch_model.bin`; its
+    /// safetensors copy is on `refs/pr/7`.
+    pub revision: String,
+    /// Device for weights and activations.
+    pub device: Device,
+    /// Weight and activation dtype (norms and softmax still accumulate in f32).
+    pub dtype: DType,
+    /// Hub cache directory (default: `HF_HUB_CACHE`, `$HF_HOME/hub`, `~/.cache/huggingface/hub`).
+    pub cache_dir: Option<PathBuf>,
+    /// Show download progress bars.
+    pub progress: bool,
+    /// Force offline (`Some(true)`) or online (`Some(false)`); `None` follows `HF_HUB_OFFLINE`.
+    pub offline: Option<bool>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            revision: "main".into(),
+            device: Device::Cpu,
+            dtype: DType::F32,
+            cache_dir: None,
+            progress: true,
+            offline: None,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Sets the revision.
+    pub fn with_revision(mut self, revision: impl Into<String>) -> Self {
+        self.revision = revision.into();
+        self
+    }
+    /// Sets the device.
+    pub fn with_device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+    /// Sets the dtype.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+    /// Sets the hub cache directory.
+    pub fn with_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+    /// Turns progress bars on or off.
+    pub fn with_progress(mut self, progress: bool) -> Self {
+        self.progress = progress;
+        self
+    }
+    /// Forces offline or online mode.
+    pub fn with_offline(mut self, offline: bool) -> Self {
+        self.offline = Some(offline);
+        self
+    }
+}
+
+/// AltCLIP model and processor, loaded together.
+#[derive(Debug, Clone)]
+pub struct AltClip {
+    model: AltClipModel,
+    processor: AltClipProcessor,
+    name: String,
+    dtype: DType,
+}
+
+impl AltClip {
+    /// Loads from a hub id (`BAAI/AltCLIP`, downloaded or taken from the cache) or a local directory.
+    ///
+    /// Without the `hub` feature only local directories are accepted.
+    pub fn from_pretrained(id_or_dir: &str, options: &LoadOptions) -> Result<Self> {
+        #[cfg(feature = "hub")]
+        {
+            let mut hub = crate::hub::HubOptions::new()
+                .with_revision(options.revision.clone())
+                .with_progress(options.progress);
+            if let Some(dir) = &options.cache_dir {
+                hub = hub.with_cache_dir(dir.clone());
+            }
+            if let Some(offline) = options.offline {
+                hub = hub.with_offline(offline);
+            }
+            let files = crate::hub::resolve(id_or_dir, &hub)?;
+            let mut clip = Self::from_dir(files.dir(), options)?;
+            clip.name = id_or_dir.to_string();
+            Ok(clip)
+        }
+        #[cfg(not(feature = "hub"))]
+        {
+            let dir = Path::new(id_or_dir);
+            if !dir.is_dir() {
+                return Err(Error::InvalidArgument {
+                    argument: "model",
+                    reason: format!("{id_or_dir:?} is not a directory, and the `hub` feature is disabled"),
+                });
+            }
+            Self::from_dir(dir, options)
+        }
+    }
+
+    /// Loads from a local directory with `config.json`, weights, `preprocessor_config.json` and tokenizer files.
+    pub fn from_dir(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
+        let dir = dir.as_ref();
+        Ok(Self {
+            model: AltClipModel::from_dir(dir, options.dtype, &options.device)?,
+            processor: AltClipProcessor::from_dir(dir)?,
+            name: dir.display().to_string(),
+            dtype: options.dtype,
+        })
+    }
+
+    /// Combines an already loaded model and processor.
+    pub fn new(model: AltClipModel, processor: AltClipProcessor, name: impl Into<String>) -> Self {
+        let dtype = model.dtype();
+        Self {
+            model,
+            processor,
+            name: name.into(),
+            dtype,
+        }
+    }
+
+    /// The model id or directory this was loaded from.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The model.
+    pub fn model(&self) -> &AltClipModel {
+        &self.model
+    }
+
+    /// The processor.
+    pub fn processor(&self) -> &AltClipProcessor {
+        &self.processor
+    }
+
+    /// Width of the shared embedding space.
+    pub fn embedding_dim(&self) -> usize {
+        self.model.config().projection_dim
+    }
+
+    /// L2-normalised text embeddings, (texts, dim), in f32 (AltCLIPModel's `text_embeds`).
+    pub fn embed_texts(&self, texts: &[&str]) -> Result<Tensor> {
+        if texts.is_empty() {
+            return Err(Error::InvalidArgument {
+                argument: "texts",
+                reason: "the list is empty".into(),
+            });
+        }
+        let batch = self
+            .processor
+            .text()
+            .encode(texts, Padding::Longest, self.model.device())?;
+        let features = self
+            .model
+            .get_text_features(&batch.input_ids, Some(&batch.attention_mask))?;
+        Ok(l2_normalize(&features.to_dtype(DType::F32)?)?.to_device(&Device::Cpu)?)
+    }
+
+    /// L2-normalised image embeddings, (images, dim), in f32 (AltCLIPModel's `image_embeds`).
+    pub fn embed_images(&self, images: &[ImageInput<'_>]) -> Result<Tensor> {
+        if images.is_empty() {
+            return Err(Error::InvalidArgument {
+                argument: "images",
+                reason: "the list is empty".into(),
+            });
+        }
+        let pixels = self
+            .processor
+            .image()
+            .preprocess(images, self.model.device(), self.dtype)?;
+        self.embed_pixels(&pixels)
+    }
+
+    /// L2-normalised image embeddings of already preprocessed `pixel_values`.
+    pub fn embed_pixels(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        let features = self.model.get_image_features(pixel_values, false)?;
+        Ok(l2_normalize(&features.to_dtype(DType::F32)?)?.to_device(&Device::Cpu)?)
+    }
+
+    /// `exp(logit_scale) · a bᵀ` for normalised embeddings: e.g. `logits(images, texts)` is `logits_per_image`.
+    pub fn logits(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let scale = f64::from(self.model.logit_scale()?);
+        Ok((a.matmul(&b.t()?)? * scale)?)
+    }
+}
