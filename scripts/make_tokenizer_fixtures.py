@@ -23,6 +23,7 @@ import shutil
 import tempfile
 
 import sentencepiece as spm
+from tokenizers import Tokenizer
 from transformers import XLMRobertaTokenizer
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "tokenizer")
@@ -181,6 +182,8 @@ TEST_STRINGS = [
     "<s> literal special tokens </s> <pad> <unk>",
     "a <mask> in the middle",
     "<mask>",
+    "\uff1c\uff4d\uff41\uff53\uff4b\uff1e full-width mask, \uff1cs\uff1e full-width bos",
+    "x<mask>y a\u3000<mask> b\t<mask>\nc",
     "unseen script: ᚠᛇᚻ ⴰⵣⵓⵍ ꦗꦮ 𓀀 𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
     "Price: $12.99 (or €11,50) — 50% off!",
     "e-mail: info@example.com, http://example.org/a?b=c&d=e",
@@ -191,6 +194,38 @@ TEST_STRINGS = [
     "the the the the the the the the the the the the the the the the the the the the the the the the the the the the the the the the the the",
     "一二三四五六七八九十一二三四五六七八九十一二三四五六七八九十一二三四五六七八九十",
 ]
+
+
+def random_strings(n=150, seed=1):
+    """Seeded random mixtures: corpus words, random code points from many blocks, odd whitespace, specials."""
+    rng = random.Random(seed)
+    words = " ".join(" ".join(v) for v in SENTENCES.values()).split()
+    blocks = [
+        (0x20, 0x7E), (0xA0, 0x24F), (0x300, 0x36F), (0x370, 0x3FF), (0x400, 0x4FF), (0x590, 0x6FF),
+        (0x900, 0x97F), (0xE00, 0xE7F), (0x1100, 0x11FF), (0x2000, 0x206F), (0x2100, 0x24FF),
+        (0x3000, 0x30FF), (0x3200, 0x33FF), (0x4E00, 0x9FFF), (0xAC00, 0xD7A3), (0xF900, 0xFAFF),
+        (0xFB00, 0xFB4F), (0xFE00, 0xFE6F), (0xFF00, 0xFFEF), (0x1D400, 0x1D7FF), (0x1F300, 0x1FAFF),
+        (0x0, 0x1F),
+    ]
+    spaces = [" ", "  ", "\t", "\n", "\u3000", "\u00a0", "\r\n", "   "]
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(1, 12)):
+            r = rng.random()
+            if r < 0.4:
+                parts.append(rng.choice(words))
+            elif r < 0.8:
+                lo, hi = rng.choice(blocks)
+                parts.append("".join(chr(rng.randint(lo, hi)) for _ in range(rng.randint(1, 6))))
+            elif r < 0.95:
+                parts.append(rng.choice(spaces))
+            else:
+                parts.append(rng.choice(["<mask>", "<s>", "</s>", "<pad>", "<unk>"]))
+            if rng.random() < 0.6:
+                parts.append(" ")
+        out.append("".join(parts))
+    return out
 
 
 def make_corpus(seed=0, n_lines=6000):
@@ -289,7 +324,18 @@ def encode_all(tok):
     return out
 
 
+def legacy_json(doc):
+    """Rewrites a v5 tokenizer.json into the layout of older hub files (e.g. xlm-roberta-large's)."""
+    doc["normalizer"] = {
+        "type": "Sequence",
+        "normalizers": [doc["normalizer"], {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}],
+    }
+    doc["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True}
+    doc["decoder"] = {"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True}
+
+
 def main():
+    TEST_STRINGS.extend(random_strings())
     if os.path.isdir(ROOT):
         shutil.rmtree(ROOT)
     sp_dir = os.path.join(ROOT, "sp_only")
@@ -314,6 +360,22 @@ def main():
                 shutil.copy(p, os.path.join(json_dir, name))
     tok_json = XLMRobertaTokenizer.from_pretrained(json_dir)
     assert not os.path.exists(os.path.join(json_dir, "sentencepiece.bpe.model"))
+
+    # A hub-style (older converter) tokenizer.json: Precompiled + Replace(" {2,}", " ") normalizer and a lone
+    # Metaspace pre-tokenizer. transformers v5 rebuilds XLMRobertaTokenizer from its vocab and charsmap, so it
+    # must encode exactly like with_json/ (tests/tokenizer.rs builds the same file and checks this too).
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(os.path.join(json_dir, "tokenizer_config.json"), tmp)
+        with open(os.path.join(json_dir, "tokenizer.json")) as f:
+            legacy = json.load(f)
+        legacy_json(legacy)
+        with open(os.path.join(tmp, "tokenizer.json"), "w") as f:
+            json.dump(legacy, f)
+        tok_legacy = XLMRobertaTokenizer.from_pretrained(tmp)
+        assert [tok_legacy(s)["input_ids"] for s in TEST_STRINGS] == [tok_json(s)["input_ids"] for s in TEST_STRINGS]
+        as_is = Tokenizer.from_file(os.path.join(tmp, "tokenizer.json"))
+        n_diff = sum(as_is.encode(s).ids != tok_json(s)["input_ids"] for s in TEST_STRINGS)
+        print(f"legacy tokenizer.json used as-is differs from XLMRobertaTokenizer on {n_diff} strings")
 
     sp = spm.SentencePieceProcessor(model_file=sp_path)
     expected = {

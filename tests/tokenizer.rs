@@ -395,11 +395,47 @@ fn corrupted_sentencepiece_models_never_panic() {
         match TextProcessor::from_sentencepiece_bytes(&b, TokenizerConfig::default()) {
             Ok(tok) => {
                 loaded += 1;
-                let _ = tok.encode(&texts, Padding::Longest, &Device::Cpu);
+                // A model that loads must encode: the charsmap validation rules out out-of-bounds reads.
+                tok.encode(&texts, Padding::Longest, &Device::Cpu).unwrap();
             }
             Err(Error::Tokenizer { .. }) => failed += 1,
             Err(other) => panic!("unexpected error kind: {other:?}"),
         }
     }
     println!("corrupted models: {loaded} loaded, {failed} rejected");
+}
+
+/// An older hub-style `tokenizer.json` (Precompiled + `Replace(" {2,}", " ")`, a lone Metaspace
+/// pre-tokenizer, as in xlm-roberta-large) is rebuilt like transformers v5 does, so it encodes exactly like
+/// `with_json/` (the fixture script asserts the same in transformers); used as-is it would not.
+#[test]
+fn legacy_hub_tokenizer_json_is_rebuilt_like_transformers() {
+    let e = expected();
+    let mut doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir("with_json/tokenizer.json")).unwrap()).unwrap();
+    let precompiled = doc["normalizer"].clone();
+    doc["normalizer"] = serde_json::json!({
+        "type": "Sequence",
+        "normalizers": [precompiled, {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}],
+    });
+    let metaspace = serde_json::json!({"type": "Metaspace", "replacement": "\u{2581}", "add_prefix_space": true});
+    doc["pre_tokenizer"] = metaspace.clone();
+    doc["decoder"] = metaspace;
+    let d = temp_dir("legacy");
+    std::fs::write(d.join("tokenizer.json"), doc.to_string()).unwrap();
+    std::fs::copy(dir("with_json/tokenizer_config.json"), d.join("tokenizer_config.json")).unwrap();
+
+    let texts = strings(&e, "strings");
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let want = ids(&e["with_json"]["single"]);
+    let rebuilt = TextProcessor::from_dir(&d).unwrap();
+    assert_eq!(rebuilt.encode_unpadded(&refs, None).unwrap(), want);
+
+    let config = TokenizerConfig::from_dir(&d).unwrap();
+    let as_is = TextProcessor::from_tokenizer_json_as_is(d.join("tokenizer.json"), config).unwrap();
+    let got = as_is.encode_unpadded(&refs, None).unwrap();
+    let differ = got.iter().zip(&want).filter(|(g, w)| g != w).count();
+    println!("legacy tokenizer.json as-is differs on {differ}/{} strings", refs.len());
+    assert!(differ > 0);
+    std::fs::remove_dir_all(&d).unwrap();
 }

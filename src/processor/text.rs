@@ -139,8 +139,10 @@ impl SpecialToken {
     }
 
     /// Parses a token written as a string or as an `AddedToken` dict (`{"content": ..., "lstrip": ...}`).
-    /// `named` marks the bos/eos/... tokens, which transformers always flags as special.
-    fn from_json(value: &Value, named: bool, what: &str) -> Result<Option<Self>> {
+    /// `named` marks the bos/eos/... tokens, which transformers always flags as special; `from_map` marks
+    /// `special_tokens_map.json` entries, which transformers builds with `special=True` (so `normalized`
+    /// defaults to false).
+    fn from_json(value: &Value, named: bool, from_map: bool, what: &str) -> Result<Option<Self>> {
         match value {
             Value::Null => Ok(None),
             Value::String(s) => Ok(Some(Self::new(s.clone()))),
@@ -150,7 +152,7 @@ impl SpecialToken {
                     .and_then(Value::as_str)
                     .ok_or_else(|| Error::config(what, "an AddedToken object needs a string `content`"))?;
                 let flag = |k: &str| map.get(k).and_then(Value::as_bool);
-                let special = flag("special").unwrap_or(false);
+                let special = from_map || flag("special").unwrap_or(false);
                 Ok(Some(Self {
                     content: content.to_string(),
                     single_word: flag("single_word").unwrap_or(false),
@@ -190,8 +192,9 @@ pub struct TokenizerConfig {
     pub cls_token: Option<SpecialToken>,
     /// `mask_token`.
     pub mask_token: SpecialToken,
-    /// `added_tokens_decoder`, sorted by id.
-    pub added_tokens: Vec<(u32, SpecialToken)>,
+    /// `added_tokens_decoder`, sorted by id; `None` when the config has none, in which case
+    /// [`TextProcessor::from_tokenizer_json`] takes the `added_tokens` of `tokenizer.json` (as transformers does).
+    pub added_tokens: Option<Vec<(u32, SpecialToken)>>,
     /// `extra_special_tokens` (or the older `additional_special_tokens`); `None` when absent.
     pub extra_special_tokens: Option<Vec<SpecialToken>>,
     /// `add_prefix_space`: whether a `▁` is prepended to every word (Metaspace `prepend_scheme = "always"`).
@@ -215,7 +218,7 @@ impl Default for TokenizerConfig {
             pad_token: SpecialToken::new("<pad>"),
             cls_token: Some(SpecialToken::new("<s>")),
             mask_token: SpecialToken::new("<mask>"),
-            added_tokens: Vec::new(),
+            added_tokens: None,
             extra_special_tokens: None,
             add_prefix_space: true,
             split_special_tokens: false,
@@ -227,17 +230,18 @@ impl Default for TokenizerConfig {
 
 impl TokenizerConfig {
     /// Reads `tokenizer_config.json` and `special_tokens_map.json` from `dir`; both are optional (missing
-    /// ones leave the defaults). Special tokens in `special_tokens_map.json` override the config's.
+    /// ones leave the defaults). As in transformers, `special_tokens_map.json` is only read when the config
+    /// has no `added_tokens_decoder` (legacy layout), and then its tokens override the config's.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let mut config = Self::default();
         let path = dir.join(TOKENIZER_CONFIG);
         if path.is_file() {
-            config.apply_json(&read_json(&path)?, &path.display().to_string())?;
+            config.apply_json(&read_json(&path)?, &path.display().to_string(), false)?;
         }
         let path = dir.join(SPECIAL_TOKENS_MAP);
-        if path.is_file() {
-            config.apply_json(&read_json(&path)?, &path.display().to_string())?;
+        if config.added_tokens.is_none() && path.is_file() {
+            config.apply_json(&read_json(&path)?, &path.display().to_string(), true)?;
         }
         Ok(config)
     }
@@ -246,7 +250,7 @@ impl TokenizerConfig {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let mut config = Self::default();
-        config.apply_json(&read_json(path)?, &path.display().to_string())?;
+        config.apply_json(&read_json(path)?, &path.display().to_string(), false)?;
         Ok(config)
     }
 
@@ -257,11 +261,11 @@ impl TokenizerConfig {
             source,
         })?;
         let mut config = Self::default();
-        config.apply_json(&value, "tokenizer config")?;
+        config.apply_json(&value, "tokenizer config", false)?;
         Ok(config)
     }
 
-    fn apply_json(&mut self, value: &Value, what: &str) -> Result<()> {
+    fn apply_json(&mut self, value: &Value, what: &str, from_map: bool) -> Result<()> {
         let map = value
             .as_object()
             .ok_or_else(|| Error::config(what, "expected a JSON object"))?;
@@ -278,13 +282,13 @@ impl TokenizerConfig {
         ];
         for (key, slot) in named {
             if let Some(v) = map.get(key) {
-                *slot = SpecialToken::from_json(v, true, &field(key))?
+                *slot = SpecialToken::from_json(v, true, from_map, &field(key))?
                     .ok_or_else(|| Error::config(field(key), "must not be null for XLM-R"))?;
             }
         }
         for (key, slot) in [("sep_token", &mut self.sep_token), ("cls_token", &mut self.cls_token)] {
             if let Some(v) = map.get(key) {
-                *slot = SpecialToken::from_json(v, true, &field(key))?;
+                *slot = SpecialToken::from_json(v, true, from_map, &field(key))?;
             }
         }
         if let Some(v) = map.get("added_tokens_decoder") {
@@ -297,12 +301,12 @@ impl TokenizerConfig {
                 let id: u32 = id
                     .parse()
                     .map_err(|_| Error::config(what.clone(), "the key is not a token id"))?;
-                if let Some(token) = SpecialToken::from_json(token, false, &what)? {
+                if let Some(token) = SpecialToken::from_json(token, false, false, &what)? {
                     added.push((id, token));
                 }
             }
             added.sort_by_key(|(id, _)| *id);
-            self.added_tokens = added;
+            self.added_tokens = Some(added);
         }
         let extra = match (map.get("extra_special_tokens"), map.get("additional_special_tokens")) {
             (Some(v), _) if !is_empty_json(v) => Some(("extra_special_tokens", v)),
@@ -319,7 +323,7 @@ impl TokenizerConfig {
             };
             let mut tokens = Vec::with_capacity(items.len());
             for item in items {
-                if let Some(t) = SpecialToken::from_json(item, true, &field(key))? {
+                if let Some(t) = SpecialToken::from_json(item, true, from_map, &field(key))? {
                     tokens.push(t);
                 }
             }
@@ -358,7 +362,7 @@ impl TokenizerConfig {
                 out.push(t.clone());
             }
         };
-        self.added_tokens.iter().for_each(|(_, t)| push(t));
+        self.added_tokens.iter().flatten().for_each(|(_, t)| push(t));
         let named = [
             Some(&self.bos_token),
             Some(&self.eos_token),
@@ -391,7 +395,7 @@ fn parse_max_length(v: &Value, what: &str) -> Result<Option<usize>> {
         Value::Null => Ok(None),
         Value::Number(n) => {
             let f = n.as_f64().ok_or_else(|| Error::config(what, "not a number"))?;
-            if !(f >= 1.0) {
+            if f.is_nan() || f < 1.0 {
                 return Err(Error::config(what, format!("must be at least 1, got {n}")));
             }
             if f >= UNBOUNDED_LENGTH {
@@ -575,18 +579,38 @@ impl TextProcessor {
 
     /// Loads a `tokenizer.json` the way transformers' `XLMRobertaTokenizer` does: its Unigram vocabulary and
     /// `precompiled_charsmap` are kept and the pipeline described in the [module docs](self) is rebuilt around
-    /// them (the file's own pre-tokenizer, post-processor and added tokens are not used). A `tokenizer.json`
+    /// them (the file's own normalizer chain, pre-tokenizer and post-processor are not used; its `added_tokens`
+    /// are, unless the config has an `added_tokens_decoder`). A `tokenizer.json`
     /// whose model is not Unigram is used as it is.
-    pub fn from_tokenizer_json(path: impl AsRef<Path>, config: TokenizerConfig) -> Result<Self> {
+    pub fn from_tokenizer_json(path: impl AsRef<Path>, mut config: TokenizerConfig) -> Result<Self> {
         let path = path.as_ref();
         let what = path.display().to_string();
         let loaded = load_tokenizer_json(path)?;
+        if config.added_tokens.is_none() {
+            let mut added: Vec<(u32, SpecialToken)> = loaded
+                .get_added_tokens_decoder()
+                .into_iter()
+                .map(|(id, t)| {
+                    let token = SpecialToken {
+                        content: t.content,
+                        single_word: t.single_word,
+                        lstrip: t.lstrip,
+                        rstrip: t.rstrip,
+                        normalized: t.normalized,
+                        special: t.special,
+                    };
+                    (id, token)
+                })
+                .collect();
+            added.sort_by_key(|(id, _)| *id);
+            config.added_tokens = Some(added);
+        }
         let vocab: Vec<(String, f64)> = match loaded.get_model() {
             ModelWrapper::Unigram(u) => u.iter().cloned().collect(),
             _ => return Self::new(loaded, config),
         };
         let normalizer = match loaded.get_normalizer() {
-            Some(n) => first_precompiled(n).map_err(|r| tok_err(&what, r))?,
+            Some(n) => first_precompiled(n).map_err(|r| tok_err(&what, clip(r)))?,
             None => None,
         };
         let tokenizer = build_xlmr(vocab, normalizer, &config, &[]).map_err(|e| rename_tok_err(e, &what))?;
@@ -808,6 +832,20 @@ impl TextProcessor {
     }
 }
 
+/// Shortens an error message that may quote a whole file (serde errors quote the offending value).
+fn clip(mut reason: String) -> String {
+    const MAX: usize = 400;
+    if reason.len() > MAX {
+        let mut cut = MAX;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        reason.push_str(" […]");
+    }
+    reason
+}
+
 fn rename_tok_err(e: Error, what: &str) -> Error {
     match e {
         Error::Tokenizer { reason, what: inner } => tok_err(what, format!("{inner}: {reason}")),
@@ -818,7 +856,7 @@ fn rename_tok_err(e: Error, what: &str) -> Error {
 fn load_tokenizer_json(path: &Path) -> Result<Tokenizer> {
     let what = path.display().to_string();
     let bytes = read_bounded(path)?;
-    let tokenizer = Tokenizer::from_bytes(&bytes).map_err(|e| tok_err(&what, e.to_string()))?;
+    let tokenizer = Tokenizer::from_bytes(&bytes).map_err(|e| tok_err(&what, clip(e.to_string())))?;
     if let Some(normalizer) = tokenizer.get_normalizer() {
         let value = serde_json::to_value(normalizer).map_err(|e| tok_err(&what, e.to_string()))?;
         let mut blobs = Vec::new();
@@ -989,8 +1027,9 @@ mod tests {
         assert_eq!(c.model_max_length, None);
         assert!(c.pad_token.special && c.pad_token.normalized);
         assert!(c.mask_token.lstrip);
-        assert_eq!(c.added_tokens[0].0, 5);
-        assert!(c.added_tokens[0].1.normalized);
+        let added = c.added_tokens.as_ref().unwrap();
+        assert_eq!(added[0].0, 5);
+        assert!(added[0].1.normalized);
         assert_eq!(c.padding_side, Side::Left);
         assert!(TokenizerConfig::from_json_str(r#"{"model_max_length": -3}"#).is_err());
         assert!(TokenizerConfig::from_json_str(r#"[1]"#).is_err());
