@@ -16,15 +16,20 @@ use candle_core::{DType, Device, Tensor};
 use image::RgbImage;
 use serde_json::Value;
 
-// Measured bounds for the lossy decoders (zune-jpeg vs libjpeg-turbo, image-webp vs libwebp), after
-// resize + crop; see `lossy_formats_within_measured_bounds` (run with --nocapture for the table).
-/// Largest |ours − Pillow| allowed on a uint8 pixel of a JPEG after resize + crop.
-const JPEG_MAX_DIFF: u8 = 255;
-/// Smallest fraction of uint8 values identical to Pillow's for a JPEG.
-const JPEG_MIN_IDENTICAL: f64 = 0.0;
-/// Bounds for lossy WebP.
-const WEBP_LOSSY_MAX_DIFF: u8 = 3;
-const WEBP_LOSSY_MIN_IDENTICAL: f64 = 0.80;
+// Measured bounds for the lossy decoders after resize + crop (run with --nocapture for the table).
+//
+// JPEG: zune-jpeg (the `image` crate's decoder) vs Pillow's libjpeg-turbo. The IDCT differs slightly (4:4:4:
+// 98.9% of decoded values identical, max 2) and so does chroma upsampling (4:2:0: 77.5%, max 4). After the CLIP
+// resize + crop the fixtures measure max 3 and 63.3%–99.3% identical (worst: a small 4:2:0 image, least averaging).
+/// Largest |ours − Pillow| allowed on a uint8 pixel of a JPEG after resize + crop (measured: 3).
+const JPEG_MAX_DIFF: u8 = 3;
+/// Smallest fraction of uint8 values identical to Pillow's for a JPEG after resize + crop (measured: 0.633).
+const JPEG_MIN_IDENTICAL: f64 = 0.60;
+/// Largest decoded-pixel difference before any resize (measured: 4).
+const JPEG_DECODED_MAX_DIFF: u8 = 4;
+/// Lossy WebP: image-webp decodes the fixture bit-identically to libwebp (measured: max 0, 100%).
+const WEBP_LOSSY_MAX_DIFF: u8 = 0;
+const WEBP_LOSSY_MIN_IDENTICAL: f64 = 1.0;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images")
@@ -201,7 +206,7 @@ fn lossy_formats_within_measured_bounds() {
 }
 
 /// Decoder-level comparison with Pillow for the lossy formats (before any resize), when the generator has left
-/// `scripts/out/decoded_lossy.safetensors` behind. Informational: prints the table, asserts the JPEG bound.
+/// `scripts/out/decoded_lossy.safetensors` behind (it is not committed). Prints the table, asserts the bounds.
 #[test]
 fn decoder_report() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/out/decoded_lossy.safetensors");
@@ -225,6 +230,12 @@ fn decoder_report() {
             s.max,
             100.0 * s.frac()
         );
+        let bound = if name.ends_with(".jpg") {
+            JPEG_DECODED_MAX_DIFF
+        } else {
+            WEBP_LOSSY_MAX_DIFF
+        };
+        assert!(s.max <= bound, "{name}: {s:?}");
     }
 }
 
@@ -619,9 +630,10 @@ fn bad_buffers_give_typed_errors() {
         Err(Error::InvalidImage { .. })
     ));
     // do_convert_rgb = false accepts RGB only
-    let mut cfg = ImageProcessorConfig::default();
-    cfg.do_convert_rgb = false;
-    let q = ImageProcessor::new(cfg);
+    let q = ImageProcessor::new(ImageProcessorConfig {
+        do_convert_rgb: false,
+        ..ImageProcessorConfig::default()
+    });
     let l = image::DynamicImage::new_luma8(4, 4);
     assert!(matches!(
         q.preprocess_u8(&ImageInput::Dynamic(&l)),
