@@ -136,6 +136,17 @@ impl LoadOptions {
     }
 }
 
+/// What [`AltClip::embed_images_partial`] returns.
+#[derive(Debug)]
+pub struct PartialEmbeddings {
+    /// (ok.len(), dim) normalised embeddings of the inputs that could be read, in input order; `None` if none.
+    pub embeddings: Option<Tensor>,
+    /// Input indices of the rows of `embeddings`.
+    pub ok: Vec<usize>,
+    /// Inputs that failed, with their errors.
+    pub failed: Vec<(usize, Error)>,
+}
+
 /// AltCLIP model and processor, loaded together.
 #[derive(Debug, Clone)]
 pub struct AltClip {
@@ -252,6 +263,55 @@ impl AltClip {
             .image()
             .preprocess(images, self.model.device(), self.dtype)?;
         self.embed_pixels(&pixels)
+    }
+
+    /// Like [`AltClip::embed_images`], but an image that cannot be read or decoded costs only its own row: the
+    /// result lists the embedded inputs and the failures (index and error) separately.
+    pub fn embed_images_partial(&self, images: &[ImageInput<'_>]) -> Result<PartialEmbeddings> {
+        use rayon::prelude::*;
+        let processor = self.processor.image();
+        let decoded: Vec<Result<(usize, usize, Vec<f32>)>> = images
+            .par_iter()
+            .map(|input| {
+                let img = processor.preprocess_u8(input)?;
+                Ok((
+                    img.height() as usize,
+                    img.width() as usize,
+                    processor.pixel_values(&img),
+                ))
+            })
+            .collect();
+        let mut size = None;
+        let mut ok = Vec::new();
+        let mut failed = Vec::new();
+        let mut data = Vec::new();
+        for (i, result) in decoded.into_iter().enumerate() {
+            match result {
+                Ok((h, w, values)) if size.is_none_or(|s| s == (h, w)) => {
+                    size = Some((h, w));
+                    ok.push(i);
+                    data.extend_from_slice(&values);
+                }
+                Ok((h, w, _)) => failed.push((
+                    i,
+                    Error::bad_input(
+                        "images",
+                        format!("preprocessed to {w}x{h}, unlike the batch's first image"),
+                    ),
+                )),
+                Err(e) => failed.push((i, e)),
+            }
+        }
+        let (c, (h, w)) = (3, size.unwrap_or((0, 0)));
+        let embeddings = if ok.is_empty() {
+            None
+        } else {
+            let pixels = Tensor::from_vec(data, (ok.len(), c, h, w), &Device::Cpu)?
+                .to_dtype(self.dtype)?
+                .to_device(self.model.device())?;
+            Some(self.embed_pixels(&pixels)?)
+        };
+        Ok(PartialEmbeddings { embeddings, ok, failed })
     }
 
     /// L2-normalised image embeddings of already preprocessed `pixel_values`.

@@ -113,27 +113,12 @@ impl EmbeddingIndex {
 
     /// Writes the index as safetensors.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
         let ids = serde_json::to_string(&self.ids).map_err(|source| Error::Json {
             what: "index ids".into(),
             source,
         })?;
         let metadata: HashMap<String, String> = [(IDS_METADATA.to_string(), ids)].into();
-        let data: Vec<f32> = self.embeddings.flatten_all()?.to_vec1()?;
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let view =
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, self.embeddings.dims().to_vec(), &bytes)
-                .map_err(|e| Error::WeightFile {
-                    path: path.into(),
-                    reason: e.to_string(),
-                })?;
-        safetensors::serialize_to_file([(EMBEDDINGS_TENSOR, view)], Some(metadata), path).map_err(|e| match e {
-            safetensors::SafeTensorError::IoError(source) => Error::io(path, source),
-            other => Error::WeightFile {
-                path: path.into(),
-                reason: other.to_string(),
-            },
-        })
+        save_f32_safetensors(&[(EMBEDDINGS_TENSOR, &self.embeddings)], metadata, path)
     }
 
     /// Reads an index written by [`EmbeddingIndex::save`].
@@ -161,6 +146,35 @@ impl EmbeddingIndex {
         })?;
         Self::new(ids, embeddings)
     }
+}
+
+/// Writes tensors as f32 safetensors with string metadata (candle's own writer has no metadata).
+pub fn save_f32_safetensors(
+    tensors: &[(&str, &Tensor)],
+    metadata: HashMap<String, String>,
+    path: impl AsRef<Path>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let file_err = |reason: String| Error::WeightFile {
+        path: path.into(),
+        reason,
+    };
+    let mut buffers = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        buffers.push((*name, t.dims().to_vec(), bytes));
+    }
+    let mut views = Vec::with_capacity(buffers.len());
+    for (name, shape, bytes) in &buffers {
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+            .map_err(|e| file_err(e.to_string()))?;
+        views.push((*name, view));
+    }
+    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| match e {
+        safetensors::SafeTensorError::IoError(source) => Error::io(path, source),
+        other => file_err(other.to_string()),
+    })
 }
 
 #[cfg(test)]
