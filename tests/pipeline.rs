@@ -180,7 +180,7 @@ fn embed_example_walks_directories_skips_unreadable_images_and_honours_strict() 
         .embed_images(&[ImageInput::Path(&repo_path("examples/images/cat.png"))])
         .unwrap();
     let got = emb.image_embeds.as_ref().unwrap().get(0).unwrap().unsqueeze(0).unwrap();
-    assert_eq!(common::max_abs_diff(&got, &direct), 0.0);
+    assert!(common::max_abs_diff(&got, &direct) <= 1e-6, "batch vs single");
     let err = embed_example::embed(&embed_args(&["--image", &root, "--strict"]))
         .err()
         .unwrap();
