@@ -23,15 +23,32 @@ fn full_size_random_checkpoint_matches_transformers() {
     let ids = get(&e, "input_ids");
     let mask = get(&e, "attention_mask");
     let pixels = get(&e, "pixel_values");
-    let out = model.forward(&ids, &pixels, Some(&mask), ForwardOptions::default()).unwrap();
+    let out = model
+        .forward(&ids, &pixels, Some(&mask), ForwardOptions::default())
+        .unwrap();
     let tol = 1e-4;
-    assert_close("full/logits_per_image", &out.logits_per_image, &get(&e, "logits_per_image"), tol);
+    assert_close(
+        "full/logits_per_image",
+        &out.logits_per_image,
+        &get(&e, "logits_per_image"),
+        tol,
+    );
     assert_close("full/text_embeds", &out.text_embeds, &get(&e, "text_embeds"), tol);
     assert_close("full/image_embeds", &out.image_embeds, &get(&e, "image_embeds"), tol);
     let t = &out.text_model_output.last_hidden_state;
-    assert_close("full/text_last_hidden_state", t, &get(&e, "text_last_hidden_state"), tol);
+    assert_close(
+        "full/text_last_hidden_state",
+        t,
+        &get(&e, "text_last_hidden_state"),
+        tol,
+    );
     let v = &out.vision_model_output.last_hidden_state;
-    assert_close("full/vision_last_hidden_state", v, &get(&e, "vision_last_hidden_state"), tol);
+    assert_close(
+        "full/vision_last_hidden_state",
+        v,
+        &get(&e, "vision_last_hidden_state"),
+        tol,
+    );
     let tf = model.get_text_features(&ids, Some(&mask)).unwrap();
     assert_close("full/text_features", &tf, &get(&e, "text_features"), tol);
     let imf = model.get_image_features(&pixels, false).unwrap();
