@@ -1,0 +1,62 @@
+//! transformers' published numbers for the real BAAI/AltCLIP checkpoint (its `test_modeling_altclip.py`
+//! integration tests). Needs the 3.5 GB weights and the COCO val2017 photo 000000039769, so it is `#[ignore]`d:
+//!
+//! ```sh
+//! huggingface-cli download BAAI/AltCLIP --local-dir /data/AltCLIP          # or any snapshot directory
+//! curl -o /data/coco_39769.jpg http://images.cocodataset.org/val2017/000000039769.jpg
+//! ALTCLIP_DIR=/data/AltCLIP ALTCLIP_COCO_IMAGE=/data/coco_39769.jpg \
+//!     cargo test --release --test baai_altclip -- --ignored --nocapture
+//! ```
+//!
+//! `ALTCLIP_DIR` may also be a hub id (`BAAI/AltCLIP`), resolved through the cache (`HF_HUB_OFFLINE=1` works).
+
+use std::path::PathBuf;
+
+use altclip::processor::image::{CropSize, ImageInput, ImageProcessor, SizeSpec};
+use altclip::{AltClip, LoadOptions};
+use candle_core::{DType, Device, IndexOp};
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("set {name} (see the module docs)"))
+}
+
+fn load() -> (AltClip, PathBuf) {
+    let clip = AltClip::from_pretrained(&env("ALTCLIP_DIR"), &LoadOptions::default()).unwrap();
+    (clip, PathBuf::from(env("ALTCLIP_COCO_IMAGE")))
+}
+
+#[test]
+#[ignore = "needs the BAAI/AltCLIP weights and the COCO image (ALTCLIP_DIR, ALTCLIP_COCO_IMAGE)"]
+fn chinese_cat_dog_probabilities_match_transformers() {
+    let (clip, image) = load();
+    let texts = clip.embed_texts(&["一张猫的照片", "一张狗的照片"]).unwrap();
+    let images = clip.embed_images(&[ImageInput::Path(&image)]).unwrap();
+    let logits = clip.logits(&images, &texts).unwrap();
+    let probs: Vec<f32> = candle_nn::ops::softmax_last_dim(&logits).unwrap().i(0).unwrap().to_vec1().unwrap();
+    eprintln!("probabilities {probs:?} (transformers: [9.9942e-01, 5.7805e-04])");
+    assert!((probs[0] - 9.9942e-01).abs() <= 5e-3 && (probs[1] - 5.7805e-04).abs() <= 5e-3);
+}
+
+#[test]
+#[ignore = "needs the BAAI/AltCLIP weights and the COCO image (ALTCLIP_DIR, ALTCLIP_COCO_IMAGE)"]
+fn interpolated_vision_hidden_state_at_180px_matches_transformers() {
+    let (clip, image) = load();
+    let mut processor = ImageProcessor::new(clip.processor().image().config.clone());
+    processor.config.size = SizeSpec::ShortestEdge(180);
+    processor.config.crop_size = CropSize {
+        height: 180,
+        width: 180,
+    };
+    let pixels = processor.preprocess(&[ImageInput::Path(&image)], &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(pixels.dims(), [1, 3, 180, 180]);
+    let out = clip.model().vision_model().forward(&pixels, true, false).unwrap();
+    assert_eq!(out.last_hidden_state.dims(), [1, 145, 1024]);
+    let slice: Vec<Vec<f32>> = out.last_hidden_state.i((0, ..3, ..3)).unwrap().to_vec2().unwrap();
+    let want = [[-0.3589, -0.5939, 0.3534], [0.4346, 0.1647, 0.7071], [1.1404, -0.4716, 0.1664]];
+    eprintln!("last_hidden_state[0, :3, :3] = {slice:?}");
+    for (row, want_row) in slice.iter().zip(want) {
+        for (g, w) in row.iter().zip(want_row) {
+            assert!((g - w).abs() <= 1e-4, "{slice:?} vs {want:?}");
+        }
+    }
+}
