@@ -56,3 +56,8 @@ pub use text_model::{AltClipTextModel, TextModelOutput};
 pub use vision_model::{AltClipVisionModel, VisionModelOutput};
 pub use weights::{Checkpoint, WeightFiles, Weights};
 pub use zero_shot::{LabelScore, ZeroShotClassifier};
+
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
