@@ -17,13 +17,15 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use altclip::pipeline::{parse_device, parse_dtype};
 use altclip::processor::image::ImageInput;
 use altclip::retrieval::save_f32_safetensors;
-use altclip::{AltClip, LoadOptions};
 use anyhow::{bail, Context};
 use candle_core::Tensor;
 use clap::{Parser, ValueEnum};
+
+#[path = "common/model_args.rs"]
+mod model_args;
+use model_args::ModelArgs;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -40,15 +42,8 @@ pub enum Format {
 #[derive(Parser, Debug)]
 #[command(version, about)]
 pub struct Args {
-    /// Hub model id.
-    #[arg(long, default_value = "BAAI/AltCLIP", conflicts_with = "model_dir")]
-    pub model: String,
-    /// Local model directory.
-    #[arg(long)]
-    pub model_dir: Option<PathBuf>,
-    /// Hub revision.
-    #[arg(long, default_value = "main")]
-    pub revision: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Image file or directory (walked recursively); repeatable.
     #[arg(long = "image")]
     pub images: Vec<PathBuf>,
@@ -58,12 +53,6 @@ pub struct Args {
     /// Images (and texts) per forward pass; memory is bounded by this, not by the number of files.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
-    /// cpu, cuda, cuda:N, metal or auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     pub format: Format,
@@ -147,15 +136,7 @@ pub fn embed(args: &Args) -> anyhow::Result<Embeddings> {
     if !args.images.is_empty() && paths.is_empty() {
         bail!("no image files found under the given --image paths");
     }
-    let options = LoadOptions::default()
-        .with_revision(args.revision.clone())
-        .with_device(parse_device(&args.device)?)
-        .with_dtype(parse_dtype(&args.dtype)?)
-        .with_progress(!args.quiet);
-    let clip = match &args.model_dir {
-        Some(dir) => AltClip::from_dir(dir, &options).with_context(|| format!("loading {}", dir.display()))?,
-        None => AltClip::from_pretrained(&args.model, &options).with_context(|| format!("loading {}", args.model))?,
-    };
+    let clip = args.model.load(!args.quiet)?;
     let bar = if args.quiet {
         indicatif::ProgressBar::hidden()
     } else {

@@ -9,12 +9,15 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use altclip::pipeline::{parse_device, parse_dtype};
 use altclip::processor::image::ImageInput;
 use altclip::zero_shot::{CHINESE_TEMPLATES, ENGLISH_TEMPLATES};
-use altclip::{AltClip, LoadOptions, ZeroShotClassifier};
-use anyhow::{bail, Context};
+use altclip::ZeroShotClassifier;
+use anyhow::bail;
 use clap::Parser;
+
+#[path = "common/model_args.rs"]
+mod model_args;
+use model_args::ModelArgs;
 
 /// Classify images against free-text labels (any language) with AltCLIP.
 #[derive(Parser, Debug)]
@@ -29,21 +32,8 @@ pub struct Args {
     /// Prompt template with `{}` for the label (repeatable); default: English and Chinese CLIP templates.
     #[arg(long = "template")]
     pub templates: Vec<String>,
-    /// Hub model id.
-    #[arg(long, default_value = "BAAI/AltCLIP", conflicts_with = "model_dir")]
-    pub model: String,
-    /// Local model directory (config.json, weights, tokenizer, preprocessor_config.json).
-    #[arg(long)]
-    pub model_dir: Option<PathBuf>,
-    /// Hub revision (BAAI/AltCLIP's safetensors copy: refs/pr/7).
-    #[arg(long, default_value = "main")]
-    pub revision: String,
-    /// cpu, cuda, cuda:N, metal or auto.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// f32, f16 or bf16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// How many labels to show per image.
     #[arg(long, default_value_t = 5)]
     pub top_k: usize,
@@ -55,14 +45,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
     if args.top_k == 0 {
         bail!("--top-k must be at least 1");
     }
-    let options = LoadOptions::default()
-        .with_revision(args.revision.clone())
-        .with_device(parse_device(&args.device)?)
-        .with_dtype(parse_dtype(&args.dtype)?);
-    let clip = match &args.model_dir {
-        Some(dir) => AltClip::from_dir(dir, &options).with_context(|| format!("loading {}", dir.display()))?,
-        None => AltClip::from_pretrained(&args.model, &options).with_context(|| format!("loading {}", args.model))?,
-    };
+    let clip = args.model.load(true)?;
     let classifier = if args.templates.is_empty() {
         let templates: Vec<&str> = ENGLISH_TEMPLATES.iter().chain(CHINESE_TEMPLATES).copied().collect();
         ZeroShotClassifier::new(&clip, &labels, &templates)?

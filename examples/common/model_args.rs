@@ -1,0 +1,42 @@
+//! Command-line options shared by the examples: which model, where it runs, in which dtype.
+
+use std::path::PathBuf;
+
+use altclip::pipeline::{parse_device, parse_dtype};
+use altclip::{AltClip, LoadOptions};
+use anyhow::Context;
+
+/// Which model to load, and how.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Hub model id.
+    #[arg(long, default_value = "BAAI/AltCLIP", conflicts_with = "model_dir")]
+    pub model: String,
+    /// Local model directory (config.json, weights, tokenizer, preprocessor_config.json).
+    #[arg(long)]
+    pub model_dir: Option<PathBuf>,
+    /// Hub revision (BAAI/AltCLIP's safetensors copy: refs/pr/7).
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+    /// cpu, cuda, cuda:N, metal or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+impl ModelArgs {
+    /// Loads model and processor from `--model-dir`, or `--model` through the hub cache.
+    pub fn load(&self, progress: bool) -> anyhow::Result<AltClip> {
+        let options = LoadOptions::default()
+            .with_revision(self.revision.clone())
+            .with_device(parse_device(&self.device)?)
+            .with_dtype(parse_dtype(&self.dtype)?)
+            .with_progress(progress);
+        match &self.model_dir {
+            Some(dir) => AltClip::from_dir(dir, &options).with_context(|| format!("loading {}", dir.display())),
+            None => AltClip::from_pretrained(&self.model, &options).with_context(|| format!("loading {}", self.model)),
+        }
+    }
+}
