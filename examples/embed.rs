@@ -13,7 +13,7 @@
 //! only images or only texts it holds that matrix, with both it is used as a stem for `<stem>.images.npy` and
 //! `<stem>.texts.npy`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -69,9 +69,14 @@ pub struct Args {
 
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
 
-/// Expands directories (recursively, sorted) into image files; files are taken as given.
+/// Expands directories (recursively, sorted) into image files; files are taken as given. A directory reached
+/// twice (symlink cycles, or two links to one directory) is walked once.
 pub fn collect_images(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> anyhow::Result<()> {
+        let real = std::fs::canonicalize(dir).with_context(|| format!("cannot read directory {}", dir.display()))?;
+        if !seen.insert(real) {
+            return Ok(());
+        }
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("cannot read directory {}", dir.display()))?
             .map(|e| e.map(|e| e.path()))
@@ -80,7 +85,7 @@ pub fn collect_images(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         entries.sort();
         for path in entries {
             if path.is_dir() {
-                walk(&path, out)?;
+                walk(&path, out, seen)?;
             } else if path
                 .extension()
                 .and_then(|e| e.to_str())
@@ -92,9 +97,10 @@ pub fn collect_images(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         Ok(())
     }
     let mut out = Vec::new();
+    let mut seen = HashSet::new();
     for p in inputs {
         if p.is_dir() {
-            walk(p, &mut out)?;
+            walk(p, &mut out, &mut seen)?;
         } else if p.exists() {
             out.push(p.clone());
         } else {

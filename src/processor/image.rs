@@ -1008,6 +1008,23 @@ impl ImageProcessor {
         self
     }
 
+    /// Rejects a resize or crop output over the decoder limits (`size` / `crop_size` come from a config file, and
+    /// an extreme aspect ratio can blow up a shortest-edge resize): an error instead of a huge allocation.
+    fn check_output_size(&self, name: &str, step: &str, width: u32, height: u32) -> Result<()> {
+        let l = self.options.limits;
+        let bytes = u64::from(width) * u64::from(height) * 3;
+        if width > l.max_width || height > l.max_height || bytes > l.max_alloc {
+            return Err(invalid(
+                name,
+                format!(
+                    "{step} to {width}x{height} (WxH) exceeds the decoder limits ({}x{}, {} bytes)",
+                    l.max_width, l.max_height, l.max_alloc
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Resize + center crop of an already converted RGB image (steps 2–3 of the pipeline).
     pub fn resize_and_crop(&self, rgb: RgbImage, name: &str) -> Result<RgbImage> {
         let c = &self.config;
@@ -1025,6 +1042,7 @@ impl ImageProcessor {
                     ),
                 ));
             }
+            self.check_output_size(name, "resize", nw, nh)?;
             if (nw, nh) != (img.width(), img.height()) {
                 let data = resize_rgb8(
                     img.as_raw(),
@@ -1042,6 +1060,7 @@ impl ImageProcessor {
             }
         }
         if c.do_center_crop {
+            self.check_output_size(name, "center crop", c.crop_size.width, c.crop_size.height)?;
             img = center_crop(&img, c.crop_size.height, c.crop_size.width);
         }
         Ok(img)
