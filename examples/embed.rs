@@ -228,6 +228,64 @@ impl Embeddings {
         }
         Ok(doc)
     }
+
+    /// Streams the documented JSON document to `w` row by row — the same bytes as serialising [`Self::to_json`],
+    /// without building a JSON tree of every embedding (several times the embeddings' own size) first.
+    pub fn write_json(&self, logit_scale: f32, w: &mut dyn Write) -> anyhow::Result<()> {
+        fn row(w: &mut dyn Write, values: &[f32]) -> anyhow::Result<()> {
+            w.write_all(b"[")?;
+            for (k, &v) in values.iter().enumerate() {
+                if k > 0 {
+                    w.write_all(b",")?;
+                }
+                // As `serde_json::Value` holds it: f64 (non-finite as null).
+                serde_json::to_writer(&mut *w, &f64::from(v))?;
+            }
+            w.write_all(b"]")?;
+            Ok(())
+        }
+        fn rows<S: serde::Serialize>(
+            w: &mut dyn Write,
+            t: &Option<Tensor>,
+            labels: &[S],
+            key: &str,
+        ) -> anyhow::Result<()> {
+            w.write_all(b"[")?;
+            if let Some(t) = t {
+                for (i, label) in labels.iter().enumerate().take(t.dim(0)?) {
+                    if i > 0 {
+                        w.write_all(b",")?;
+                    }
+                    write!(w, "{{\"{key}\":")?;
+                    serde_json::to_writer(&mut *w, label)?;
+                    w.write_all(b",\"embedding\":")?;
+                    row(w, &t.get(i)?.to_vec1::<f32>()?)?;
+                    w.write_all(b"}")?;
+                }
+            }
+            w.write_all(b"]")?;
+            Ok(())
+        }
+        let paths: Vec<String> = self.image_paths.iter().map(|p| p.display().to_string()).collect();
+        w.write_all(b"{\"model\":")?;
+        serde_json::to_writer(&mut *w, &self.model)?;
+        write!(w, ",\"dim\":{},\"images\":", self.dim)?;
+        rows(w, &self.image_embeds, &paths, "path")?;
+        w.write_all(b",\"texts\":")?;
+        rows(w, &self.text_embeds, &self.texts, "text")?;
+        if let Some(logits) = self.logits_per_image(logit_scale)? {
+            w.write_all(b",\"logits_per_image\":[")?;
+            for i in 0..logits.dim(0)? {
+                if i > 0 {
+                    w.write_all(b",")?;
+                }
+                row(w, &logits.get(i)?.to_vec1::<f32>()?)?;
+            }
+            w.write_all(b"]")?;
+        }
+        w.write_all(b"}")?;
+        Ok(())
+    }
 }
 
 /// Embeds and writes the output; returns the embeddings for callers that want them.
@@ -242,17 +300,23 @@ pub fn run(args: &Args, stdout: &mut dyn Write) -> anyhow::Result<Embeddings> {
     let emb = embed(args)?;
     let scale = emb.logit_scale;
     match args.format {
-        Format::Json => {
-            let doc = emb.to_json(scale)?;
-            match &args.output {
-                Some(path) => std::fs::write(path, serde_json::to_vec(&doc)?)
-                    .with_context(|| format!("cannot write {}", path.display()))?,
-                None => {
-                    serde_json::to_writer(&mut *stdout, &doc)?;
-                    writeln!(stdout)?;
-                }
+        Format::Json => match &args.output {
+            Some(path) => {
+                let write = || -> anyhow::Result<()> {
+                    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+                    emb.write_json(scale, &mut file)?;
+                    file.flush()?;
+                    Ok(())
+                };
+                write().with_context(|| format!("cannot write {}", path.display()))?;
             }
-        }
+            None => {
+                let mut out = std::io::BufWriter::new(&mut *stdout);
+                emb.write_json(scale, &mut out)?;
+                writeln!(out)?;
+                out.flush()?;
+            }
+        },
         Format::Safetensors => {
             let path = args
                 .output

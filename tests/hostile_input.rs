@@ -607,3 +607,25 @@ fn embed_example_hostile_paths() {
     assert!(msg(args).contains("/definitely/not/here"));
     let _ = Path::new(&root_s);
 }
+
+/// The embed example streams its JSON (bounded memory on big directories, issue #5 item 5, measured by
+/// `scripts/measure_embed_rss.sh`): the streamed bytes are exactly those of the documented JSON document.
+#[test]
+fn embed_example_streams_the_same_json_document() {
+    let cat = repo_path("examples/images/cat.png").display().to_string();
+    let coffee = repo_path("examples/images/coffee.png").display().to_string();
+    for extra in [
+        &["--image", &cat, "--image", &coffee, "--text", "猫 \"quoted\"\n", "--text", ""][..],
+        &["--image", &cat],
+        &["--text", "only text"],
+    ] {
+        let mut args = extra.to_vec();
+        args.extend(["--batch-size", "1"]);
+        let mut streamed = Vec::new();
+        let emb = embed_example::run(&embed_args(&args), &mut streamed).unwrap();
+        let doc = emb.to_json(emb.logit_scale).unwrap();
+        let mut expected = serde_json::to_vec(&doc).unwrap();
+        expected.push(b'\n');
+        assert_eq!(String::from_utf8(streamed).unwrap(), String::from_utf8(expected).unwrap());
+    }
+}
