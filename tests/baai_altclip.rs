@@ -32,7 +32,12 @@ fn chinese_cat_dog_probabilities_match_transformers() {
     let texts = clip.embed_texts(&["一张猫的照片", "一张狗的照片"]).unwrap();
     let images = clip.embed_images(&[ImageInput::Path(&image)]).unwrap();
     let logits = clip.logits(&images, &texts).unwrap();
-    let probs: Vec<f32> = candle_nn::ops::softmax_last_dim(&logits).unwrap().i(0).unwrap().to_vec1().unwrap();
+    let probs: Vec<f32> = candle_nn::ops::softmax_last_dim(&logits)
+        .unwrap()
+        .i(0)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
     eprintln!("probabilities {probs:?} (transformers: [9.9942e-01, 5.7805e-04])");
     assert!((probs[0] - 9.9942e-01).abs() <= 5e-3 && (probs[1] - 5.7805e-04).abs() <= 5e-3);
 }
@@ -47,12 +52,18 @@ fn interpolated_vision_hidden_state_at_180px_matches_transformers() {
         height: 180,
         width: 180,
     };
-    let pixels = processor.preprocess(&[ImageInput::Path(&image)], &Device::Cpu, DType::F32).unwrap();
+    let pixels = processor
+        .preprocess(&[ImageInput::Path(&image)], &Device::Cpu, DType::F32)
+        .unwrap();
     assert_eq!(pixels.dims(), [1, 3, 180, 180]);
     let out = clip.model().vision_model().forward(&pixels, true, false).unwrap();
     assert_eq!(out.last_hidden_state.dims(), [1, 145, 1024]);
     let slice: Vec<Vec<f32>> = out.last_hidden_state.i((0, ..3, ..3)).unwrap().to_vec2().unwrap();
-    let want = [[-0.3589, -0.5939, 0.3534], [0.4346, 0.1647, 0.7071], [1.1404, -0.4716, 0.1664]];
+    let want = [
+        [-0.3589, -0.5939, 0.3534],
+        [0.4346, 0.1647, 0.7071],
+        [1.1404, -0.4716, 0.1664],
+    ];
     eprintln!("last_hidden_state[0, :3, :3] = {slice:?}");
     for (row, want_row) in slice.iter().zip(want) {
         for (g, w) in row.iter().zip(want_row) {
