@@ -319,3 +319,53 @@ fn partial_embedding_keeps_good_rows_in_order() {
     assert!(clip.embed_images(&[]).is_err());
     assert!(clip.embed_texts(&[]).is_err());
 }
+
+#[test]
+fn processor_from_pretrained_accepts_a_local_directory() {
+    let dir = fixture("tiny_full");
+    let a =
+        altclip::AltClipProcessor::from_pretrained(dir.to_str().unwrap(), &altclip::hub::HubOptions::new()).unwrap();
+    let b = altclip::AltClipProcessor::from_dir(&dir).unwrap();
+    let cat = repo_path("examples/images/cat.png");
+    let dev = candle_core::Device::Cpu;
+    let pa = a
+        .process(
+            &["一只猫", "a cat"],
+            &[ImageInput::Path(&cat)],
+            &dev,
+            candle_core::DType::F32,
+        )
+        .unwrap();
+    let pb = b
+        .process(
+            &["一只猫", "a cat"],
+            &[ImageInput::Path(&cat)],
+            &dev,
+            candle_core::DType::F32,
+        )
+        .unwrap();
+    let ids_a: Vec<Vec<u32>> = pa.input_ids.unwrap().to_vec2().unwrap();
+    assert_eq!(ids_a, pb.input_ids.unwrap().to_vec2::<u32>().unwrap());
+    assert_eq!(ids_a[0][0], 0, "starts with <s>");
+    assert_eq!(
+        common::max_abs_diff(&pa.pixel_values.unwrap(), &pb.pixel_values.unwrap()),
+        0.0
+    );
+    // The three photos' pixel_values sum to what CLIPImageProcessorPil produced.
+    let paths: Vec<PathBuf> = strings(&expected()["images"]).iter().map(|p| repo_path(p)).collect();
+    let inputs: Vec<ImageInput> = paths.iter().map(|p| ImageInput::Path(p)).collect();
+    let pixels = a
+        .process(&[], &inputs, &dev, candle_core::DType::F32)
+        .unwrap()
+        .pixel_values
+        .unwrap();
+    let sum: f64 = pixels
+        .to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let want = expected()["pixel_values_sum"].as_f64().unwrap();
+    assert!((sum - want).abs() < 1e-2, "{sum} vs {want}");
+}

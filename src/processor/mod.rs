@@ -51,6 +51,13 @@ impl AltClipProcessor {
         })
     }
 
+    /// Resolves a hub id (or a local directory) through the cache as [`crate::hub::resolve`] does, then loads as
+    /// [`AltClipProcessor::from_dir`].
+    #[cfg(feature = "hub")]
+    pub fn from_pretrained(id_or_dir: &str, options: &crate::hub::HubOptions) -> Result<Self> {
+        Self::from_dir(crate::hub::resolve(id_or_dir, options)?.dir())
+    }
+
     /// The image half.
     pub fn image(&self) -> &ImageProcessor {
         &self.image
