@@ -615,7 +615,16 @@ fn embed_example_streams_the_same_json_document() {
     let cat = repo_path("examples/images/cat.png").display().to_string();
     let coffee = repo_path("examples/images/coffee.png").display().to_string();
     for extra in [
-        &["--image", &cat, "--image", &coffee, "--text", "猫 \"quoted\"\n", "--text", ""][..],
+        &[
+            "--image",
+            &cat,
+            "--image",
+            &coffee,
+            "--text",
+            "猫 \"quoted\"\n",
+            "--text",
+            "",
+        ][..],
         &["--image", &cat],
         &["--text", "only text"],
     ] {
@@ -626,6 +635,9 @@ fn embed_example_streams_the_same_json_document() {
         let doc = emb.to_json(emb.logit_scale).unwrap();
         let mut expected = serde_json::to_vec(&doc).unwrap();
         expected.push(b'\n');
-        assert_eq!(String::from_utf8(streamed).unwrap(), String::from_utf8(expected).unwrap());
+        assert_eq!(
+            String::from_utf8(streamed).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
     }
 }
