@@ -303,7 +303,7 @@ fn positive(field: &str, value: usize) -> Result<()> {
 fn heads_divide(prefix: &str, hidden: usize, heads: usize) -> Result<()> {
     positive(&format!("{prefix}.hidden_size"), hidden)?;
     positive(&format!("{prefix}.num_attention_heads"), heads)?;
-    if hidden % heads != 0 {
+    if !hidden.is_multiple_of(heads) {
         return Err(Error::config(
             format!("{prefix}.hidden_size"),
             format!("{hidden} is not a multiple of num_attention_heads = {heads}"),
