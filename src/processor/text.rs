@@ -633,7 +633,9 @@ impl TextProcessor {
             .filter(|t| !present.contains(&t.content))
             .map(SpecialToken::to_added)
             .collect();
-        tokenizer.add_tokens(&missing);
+        tokenizer
+            .add_tokens(missing)
+            .map_err(|e| tok_err("added tokens", e.to_string()))?;
         Self::new(tokenizer, config)
     }
 
@@ -947,7 +949,9 @@ fn build_xlmr(
         .map_err(|e| tok_err("unigram model", format!("{e} ({n} entries, unk_id 3)")))?;
     let mut tokenizer = Tokenizer::new(model);
     if let Some(normalizer) = normalizer {
-        tokenizer.with_normalizer(Some(normalizer));
+        tokenizer
+            .with_normalizer(Some(normalizer))
+            .map_err(|e| tok_err("normalizer", e.to_string()))?;
     }
     let scheme = if config.add_prefix_space {
         PrependScheme::Always
@@ -964,7 +968,9 @@ fn build_xlmr(
         .iter()
         .map(SpecialToken::to_added)
         .collect();
-    tokenizer.add_tokens(&added);
+    tokenizer
+        .add_tokens(added)
+        .map_err(|e| tok_err("added tokens", e.to_string()))?;
 
     let bos = config.bos_token.content.as_str();
     let eos = config.eos_token.content.as_str();
