@@ -79,9 +79,9 @@ impl TextLayer {
 
     fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let attn = self.attention.forward(x, Some(mask))?;
-        let x = self.attention_norm.forward(&(attn + x)?)?;
+        let x = self.attention_norm.forward_residual(&attn, x)?;
         let y = self.ffn.forward(&x)?;
-        self.output_norm.forward(&(y + x)?)
+        self.output_norm.forward_residual(&y, &x)
     }
 }
 
