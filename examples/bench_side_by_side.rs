@@ -41,9 +41,16 @@ fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
 
 /// Token ids `<s> w… </s>` padded with 1 to `seq`, per the given lengths (which count `<s>` and `</s>`).
 fn text_batch(lengths: &[usize], seq: usize, device: &Device) -> Result<(Tensor, Tensor)> {
-    let mut ids = Vec::with_capacity(lengths.len() * seq);
-    let mut mask = Vec::with_capacity(lengths.len() * seq);
-    for (row, &len) in lengths.iter().enumerate() {
+    let rows: Vec<usize> = (0..lengths.len()).collect();
+    text_batch_rows(&rows, lengths, seq, device)
+}
+
+/// As [`text_batch`] for the texts `rows` of `lengths` (a text's tokens depend on its index, not its position).
+fn text_batch_rows(rows: &[usize], lengths: &[usize], seq: usize, device: &Device) -> Result<(Tensor, Tensor)> {
+    let mut ids = Vec::with_capacity(rows.len() * seq);
+    let mut mask = Vec::with_capacity(rows.len() * seq);
+    for &row in rows {
+        let len = lengths[row];
         for j in 0..seq {
             let (id, m) = if j == 0 {
                 (0u32, 1u32)
@@ -58,7 +65,7 @@ fn text_batch(lengths: &[usize], seq: usize, device: &Device) -> Result<(Tensor,
             mask.push(m);
         }
     }
-    let shape = (lengths.len(), seq);
+    let shape = (rows.len(), seq);
     Ok((
         Tensor::from_vec(ids, shape, device)?,
         Tensor::from_vec(mask, shape, device)?,
@@ -81,9 +88,8 @@ fn text_features_bucketed(model: &AltClipModel, lengths: &[usize], bucket: usize
     order.sort_by_key(|&i| lengths[i]);
     let mut parts = Vec::new();
     for chunk in order.chunks(bucket) {
-        let lens: Vec<usize> = chunk.iter().map(|&i| lengths[i]).collect();
-        let seq = lens.iter().copied().max().unwrap_or(1);
-        let (ids, mask) = text_batch(&lens, seq, device)?;
+        let seq = chunk.iter().map(|&i| lengths[i]).max().unwrap_or(1);
+        let (ids, mask) = text_batch_rows(chunk, lengths, seq, device)?;
         parts.push(model.get_text_features(&ids, Some(&mask))?);
     }
     let sorted = Tensor::cat(&parts, 0)?;
