@@ -2,6 +2,9 @@
 //! photos: zero-shot and embeddings against transformers (`scripts/make_pipeline_fixtures.py`), and both examples
 //! run through their own code.
 
+// Both examples include examples/common/model_args.rs as their own module; here they are compiled side by side.
+#![allow(clippy::duplicate_mod)]
+
 mod common;
 
 #[path = "../examples/embed.rs"]
