@@ -406,17 +406,7 @@ fn default_clip_config_224() {
 // configuration
 
 fn size_json(s: &SizeSpec) -> Value {
-    match *s {
-        SizeSpec::ShortestEdge(e) => serde_json::json!({ "shortest_edge": e }),
-        SizeSpec::ShortestLongest {
-            shortest_edge,
-            longest_edge,
-        } => serde_json::json!({ "shortest_edge": shortest_edge, "longest_edge": longest_edge }),
-        SizeSpec::MaxHeightWidth { max_height, max_width } => {
-            serde_json::json!({ "max_height": max_height, "max_width": max_width })
-        }
-        SizeSpec::HeightWidth { height, width } => serde_json::json!({ "height": height, "width": width }),
-    }
+    s.to_json()
 }
 
 fn sorted(v: &Value) -> Value {

@@ -331,22 +331,16 @@ fn processor_from_pretrained_accepts_a_local_directory() {
     let b = altclip::AltClipProcessor::from_dir(&dir).unwrap();
     let cat = repo_path("examples/images/cat.png");
     let dev = candle_core::Device::Cpu;
-    let pa = a
-        .process(
+    let run = |p: &altclip::AltClipProcessor| {
+        p.process(
             &["一只猫", "a cat"],
             &[ImageInput::Path(&cat)],
             &dev,
             candle_core::DType::F32,
         )
-        .unwrap();
-    let pb = b
-        .process(
-            &["一只猫", "a cat"],
-            &[ImageInput::Path(&cat)],
-            &dev,
-            candle_core::DType::F32,
-        )
-        .unwrap();
+        .unwrap()
+    };
+    let (pa, pb) = (run(&a), run(&b));
     let ids_a: Vec<Vec<u32>> = pa.input_ids.unwrap().to_vec2().unwrap();
     assert_eq!(ids_a, pb.input_ids.unwrap().to_vec2::<u32>().unwrap());
     assert_eq!(ids_a[0][0], 0, "starts with <s>");

@@ -94,6 +94,21 @@ pub enum SizeSpec {
 }
 
 impl SizeSpec {
+    /// The `size` entry as transformers writes it in `preprocessor_config.json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        match *self {
+            SizeSpec::ShortestEdge(s) => serde_json::json!({ "shortest_edge": s }),
+            SizeSpec::ShortestLongest {
+                shortest_edge,
+                longest_edge,
+            } => serde_json::json!({ "shortest_edge": shortest_edge, "longest_edge": longest_edge }),
+            SizeSpec::MaxHeightWidth { max_height, max_width } => {
+                serde_json::json!({ "max_height": max_height, "max_width": max_width })
+            }
+            SizeSpec::HeightWidth { height, width } => serde_json::json!({ "height": height, "width": width }),
+        }
+    }
+
     /// The `(height, width)` an image of `height × width` is resized to, computed with the same integer and
     /// float arithmetic as transformers. May contain a zero for extreme aspect ratios (an error at resize time).
     pub fn output_size(&self, height: u32, width: u32) -> (u32, u32) {
@@ -457,17 +472,7 @@ impl TryFrom<RawConfig> for ImageProcessorConfig {
 
 impl From<ImageProcessorConfig> for RawConfig {
     fn from(c: ImageProcessorConfig) -> Self {
-        let size = match c.size {
-            SizeSpec::ShortestEdge(s) => serde_json::json!({ "shortest_edge": s }),
-            SizeSpec::ShortestLongest {
-                shortest_edge,
-                longest_edge,
-            } => serde_json::json!({ "shortest_edge": shortest_edge, "longest_edge": longest_edge }),
-            SizeSpec::MaxHeightWidth { max_height, max_width } => {
-                serde_json::json!({ "max_height": max_height, "max_width": max_width })
-            }
-            SizeSpec::HeightWidth { height, width } => serde_json::json!({ "height": height, "width": width }),
-        };
+        let size = c.size.to_json();
         RawConfig {
             do_resize: Some(c.do_resize),
             size: Some(size),
