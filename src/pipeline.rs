@@ -153,7 +153,6 @@ pub struct AltClip {
     model: AltClipModel,
     processor: AltClipProcessor,
     name: String,
-    dtype: DType,
 }
 
 impl AltClip {
@@ -197,18 +196,15 @@ impl AltClip {
             model: AltClipModel::from_dir(dir, options.dtype, &options.device)?,
             processor: AltClipProcessor::from_dir(dir)?,
             name: dir.display().to_string(),
-            dtype: options.dtype,
         })
     }
 
     /// Combines an already loaded model and processor.
     pub fn new(model: AltClipModel, processor: AltClipProcessor, name: impl Into<String>) -> Self {
-        let dtype = model.dtype();
         Self {
             model,
             processor,
             name: name.into(),
-            dtype,
         }
     }
 
@@ -261,7 +257,7 @@ impl AltClip {
         let pixels = self
             .processor
             .image()
-            .preprocess(images, self.model.device(), self.dtype)?;
+            .preprocess(images, self.model.device(), self.model.dtype())?;
         self.embed_pixels(&pixels)
     }
 
@@ -307,7 +303,7 @@ impl AltClip {
             None
         } else {
             let pixels = Tensor::from_vec(data, (ok.len(), c, h, w), &Device::Cpu)?
-                .to_dtype(self.dtype)?
+                .to_dtype(self.model.dtype())?
                 .to_device(self.model.device())?;
             Some(self.embed_pixels(&pixels)?)
         };
