@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::pickle::PthTensors;
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
+use safetensors::tensor::{Metadata, TensorInfo};
 
 use crate::error::{Error, Result};
 
@@ -19,12 +19,16 @@ pub const SAFETENSORS_FILE: &str = "model.safetensors";
 pub const PYTORCH_FILE: &str = "pytorch_model.bin";
 
 enum Source {
-    Safetensors(MmapedSafetensors),
+    Safetensors(SafetensorsFiles),
     Pth(PthTensors),
     Tensors(HashMap<String, Tensor>),
 }
 
-/// An opened checkpoint: a name → tensor store that loads lazily (safetensors are memory-mapped).
+/// An opened checkpoint: a name → tensor store that loads lazily.
+///
+/// Safetensors files are not memory-mapped: each tensor is read with one positioned read straight into the buffer
+/// the model keeps, so a loaded model holds the weights once (a mapping would keep every touched page of the file
+/// resident beside the copy: peak RSS twice the file).
 pub struct Checkpoint {
     source: Source,
     origin: PathBuf,
@@ -117,7 +121,7 @@ impl Checkpoint {
         }
     }
 
-    /// Memory-maps one or more safetensors files.
+    /// Opens one or more safetensors files (several when sharded), reading and validating their headers.
     pub fn from_safetensors<P: AsRef<Path>>(paths: &[P]) -> Result<Self> {
         let Some(first) = paths.first() else {
             return Err(Error::WeightFile {
@@ -125,18 +129,8 @@ impl Checkpoint {
                 reason: "no safetensors files given".into(),
             });
         };
-        for p in paths {
-            let p = p.as_ref();
-            std::fs::metadata(p).map_err(|e| Error::io(p, e))?;
-        }
-        // SAFETY: the files are mapped read-only; like every mmap-based loader we rely on them not being truncated
-        // or rewritten while the checkpoint is alive (safetensors' header is validated against the file length).
-        let st = unsafe { MmapedSafetensors::multi(paths) }.map_err(|e| Error::WeightFile {
-            path: first.as_ref().into(),
-            reason: e.to_string(),
-        })?;
         Ok(Self {
-            source: Source::Safetensors(st),
+            source: Source::Safetensors(SafetensorsFiles::open(paths)?),
             origin: first.as_ref().into(),
         })
     }
@@ -177,7 +171,7 @@ impl Checkpoint {
     /// Every tensor name in the checkpoint.
     pub fn names(&self) -> Vec<String> {
         match &self.source {
-            Source::Safetensors(st) => st.tensors().into_iter().map(|(n, _)| n).collect(),
+            Source::Safetensors(st) => st.index.keys().cloned().collect(),
             Source::Pth(p) => p.tensor_infos().keys().cloned().collect(),
             Source::Tensors(t) => t.keys().cloned().collect(),
         }
@@ -187,9 +181,9 @@ impl Checkpoint {
     fn info(&self, name: &str) -> Option<(Vec<usize>, DType)> {
         match &self.source {
             Source::Safetensors(st) => {
-                let view = st.get(name).ok()?;
-                let dtype = DType::try_from(view.dtype()).ok()?;
-                Some((view.shape().to_vec(), dtype))
+                let (_, info) = st.info(name)?;
+                let dtype = DType::try_from(info.dtype).ok()?;
+                Some((info.shape.clone(), dtype))
             }
             Source::Pth(p) => p.tensor_infos().get(name).map(|i| (i.layout.dims().to_vec(), i.dtype)),
             Source::Tensors(t) => t.get(name).map(|t| (t.dims().to_vec(), t.dtype())),
@@ -245,7 +239,7 @@ impl Checkpoint {
             reason: format!("reading tensor `{stored}`: {e}"),
         };
         let tensor = match &self.source {
-            Source::Safetensors(st) => st.load(&stored, &Device::Cpu).map_err(read_err)?,
+            Source::Safetensors(st) => st.read(&stored)?,
             Source::Pth(p) => p
                 .get(&stored)
                 .map_err(read_err)?
@@ -257,6 +251,158 @@ impl Checkpoint {
         };
         Ok(tensor.to_dtype(dtype)?.to_device(device)?)
     }
+}
+
+/// Safetensors files opened for positioned reads, with their parsed headers.
+struct SafetensorsFiles {
+    files: Vec<SafetensorsFile>,
+    /// Tensor name → index into `files`.
+    index: HashMap<String, usize>,
+}
+
+struct SafetensorsFile {
+    path: PathBuf,
+    file: std::fs::File,
+    /// Where the data section starts: 8 + the header's length.
+    data_start: u64,
+    metadata: Metadata,
+}
+
+impl SafetensorsFiles {
+    fn open<P: AsRef<Path>>(paths: &[P]) -> Result<Self> {
+        let mut files = Vec::with_capacity(paths.len());
+        let mut index = HashMap::new();
+        for path in paths {
+            let file = SafetensorsFile::open(path.as_ref())?;
+            for name in file.metadata.tensors().into_keys() {
+                index.insert(name, files.len());
+            }
+            files.push(file);
+        }
+        Ok(Self { files, index })
+    }
+
+    fn info(&self, name: &str) -> Option<(&SafetensorsFile, &TensorInfo)> {
+        let file = &self.files[*self.index.get(name)?];
+        Some((file, file.metadata.info(name)?))
+    }
+
+    fn read(&self, name: &str) -> Result<Tensor> {
+        let (file, info) = self
+            .info(name)
+            .ok_or_else(|| Error::MissingTensor { name: name.into() })?;
+        file.read(name, info)
+    }
+}
+
+impl SafetensorsFile {
+    /// Reads the header and checks it against the file's length (as `SafeTensors::deserialize` does).
+    fn open(path: &Path) -> Result<Self> {
+        let bad = |reason: String| Error::WeightFile {
+            path: path.into(),
+            reason,
+        };
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let mut len_bytes = [0u8; 8];
+        read_exact_at(&file, &mut len_bytes, 0).map_err(|_| {
+            bad(format!(
+                "not a safetensors file: {file_len} bytes, too short for a header"
+            ))
+        })?;
+        let header_len = u64::from_le_bytes(len_bytes);
+        // safetensors' own limit (MAX_HEADER_SIZE); also rejects files that are not safetensors at all.
+        if header_len > 100_000_000 || header_len + 8 > file_len {
+            return Err(bad(format!(
+                "not a safetensors file: header length {header_len} in a {file_len}-byte file"
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        read_exact_at(&file, &mut header, 8).map_err(|e| Error::io(path, e))?;
+        let metadata: Metadata =
+            serde_json::from_slice(&header).map_err(|e| bad(format!("invalid safetensors header: {e}")))?;
+        let data_len = metadata.data_len() as u64;
+        if 8 + header_len + data_len != file_len {
+            return Err(bad(format!(
+                "the header describes {data_len} bytes of tensor data but the file holds {} (truncated or \
+                 overwritten?)",
+                file_len - 8 - header_len
+            )));
+        }
+        Ok(Self {
+            path: path.into(),
+            file,
+            data_start: 8 + header_len,
+            metadata,
+        })
+    }
+
+    /// Reads one tensor into a fresh buffer of its own dtype (the buffer becomes the tensor's storage).
+    fn read(&self, name: &str, info: &TensorInfo) -> Result<Tensor> {
+        let dtype = DType::try_from(info.dtype).map_err(|e| Error::WeightFile {
+            path: self.path.clone(),
+            reason: format!("tensor `{name}`: {e}"),
+        })?;
+        let shape = Shape::from_dims(&info.shape);
+        let n = shape.elem_count();
+        let offset = self.data_start + info.data_offsets.0 as u64;
+        let tensor = match dtype {
+            DType::F32 => Tensor::from_vec(self.read_values::<f32>(n, offset)?, shape, &Device::Cpu)?,
+            DType::F16 => Tensor::from_vec(self.read_values::<half::f16>(n, offset)?, shape, &Device::Cpu)?,
+            DType::BF16 => Tensor::from_vec(self.read_values::<half::bf16>(n, offset)?, shape, &Device::Cpu)?,
+            DType::F64 => Tensor::from_vec(self.read_values::<f64>(n, offset)?, shape, &Device::Cpu)?,
+            other => {
+                return Err(Error::TensorDType {
+                    name: name.into(),
+                    dtype: other,
+                })
+            }
+        };
+        Ok(tensor)
+    }
+
+    fn read_values<T: bytemuck::Pod + Default>(&self, n: usize, offset: u64) -> Result<Vec<T>> {
+        let mut values = vec![T::default(); n];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut values);
+        read_exact_at(&self.file, bytes, offset).map_err(|e| Error::io(&self.path, e))?;
+        // safetensors stores little-endian values.
+        if cfg!(target_endian = "big") {
+            for value in bytes.chunks_exact_mut(std::mem::size_of::<T>()) {
+                value.reverse();
+            }
+        }
+        Ok(values)
+    }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, offset)
+}
+
+#[cfg(not(any(unix, windows)))]
+fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    // No positioned reads here: seek, then read (loads are sequential).
+    let mut file = file;
+    file.seek(SeekFrom::Start(offset))?;
+    file.read_exact(buf)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &std::fs::File, mut buf: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, buf, offset) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A view of a [`Checkpoint`] under a name prefix, with the dtype and device tensors are loaded to: this crate's
