@@ -13,11 +13,17 @@
 //! the work). The mixed-length batch is timed twice: padded to its longest text (what PyTorch users do) and
 //! sorted by length and padded per bucket, results returned in input order.
 
+#[path = "common/pseudo_random.rs"]
+mod pseudo_random;
+
 use std::time::Instant;
 
-use altclip::AltClipModel;
+use altclip::pipeline::parse_quantization;
+use altclip::{AltClipModel, TextBatching};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use pseudo_random::pseudo_random;
 
 fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -26,44 +32,31 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Deterministic pseudo-random floats in [-1, 1) (xorshift), so both sides see well-conditioned inputs.
-fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 /// Token ids `<s> w… </s>` padded with 1 to `seq`, per the given lengths (which count `<s>` and `</s>`).
 fn text_batch(lengths: &[usize], seq: usize, device: &Device) -> Result<(Tensor, Tensor)> {
     let rows: Vec<usize> = (0..lengths.len()).collect();
     text_batch_rows(&rows, lengths, seq, device)
 }
 
-/// As [`text_batch`] for the texts `rows` of `lengths` (a text's tokens depend on its index, not its position).
+/// The unpadded ids `<s> w… </s>` of text `row` with `len` tokens (its tokens depend on its index only).
+fn text_ids(row: usize, len: usize) -> Vec<u32> {
+    (0..len)
+        .map(|j| match j {
+            0 => 0,
+            j if j + 1 == len => 2,
+            j => 3 + ((row * 7919 + j * 104_729) % 249_990) as u32,
+        })
+        .collect()
+}
+
+/// As [`text_batch`] for the texts `rows` of `lengths`, padded with 1 to `seq`.
 fn text_batch_rows(rows: &[usize], lengths: &[usize], seq: usize, device: &Device) -> Result<(Tensor, Tensor)> {
     let mut ids = Vec::with_capacity(rows.len() * seq);
     let mut mask = Vec::with_capacity(rows.len() * seq);
     for &row in rows {
-        let len = lengths[row];
-        for j in 0..seq {
-            let (id, m) = if j == 0 {
-                (0u32, 1u32)
-            } else if j + 1 < len {
-                (3 + ((row * 7919 + j * 104_729) % 249_990) as u32, 1)
-            } else if j + 1 == len {
-                (2, 1)
-            } else {
-                (1, 0)
-            };
-            ids.push(id);
-            mask.push(m);
-        }
+        let text = text_ids(row, lengths[row]);
+        mask.extend((0..seq).map(|j| u32::from(j < text.len())));
+        ids.extend((0..seq).map(|j| text.get(j).copied().unwrap_or(1)));
     }
     let shape = (rows.len(), seq);
     Ok((
@@ -80,27 +73,6 @@ fn pixels(batch: usize, device: &Device) -> Result<Tensor> {
     )?)
 }
 
-/// Padding-aware batching: sort by length, split into buckets of `bucket` texts, pad each bucket to its own
-/// longest text, and put the results back in input order.
-fn text_features_bucketed(model: &AltClipModel, lengths: &[usize], bucket: usize) -> Result<Tensor> {
-    let device = model.device();
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
-    order.sort_by_key(|&i| lengths[i]);
-    let mut parts = Vec::new();
-    for chunk in order.chunks(bucket) {
-        let seq = chunk.iter().map(|&i| lengths[i]).max().unwrap_or(1);
-        let (ids, mask) = text_batch_rows(chunk, lengths, seq, device)?;
-        parts.push(model.get_text_features(&ids, Some(&mask))?);
-    }
-    let sorted = Tensor::cat(&parts, 0)?;
-    let mut inverse = vec![0u32; order.len()];
-    for (pos, &i) in order.iter().enumerate() {
-        inverse[i] = pos as u32;
-    }
-    let inverse = Tensor::from_vec(inverse, order.len(), device)?;
-    Ok(sorted.index_select(&inverse, 0)?)
-}
-
 fn time_reps(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>> {
     f()?; // warm-up
     let mut times = Vec::with_capacity(reps);
@@ -112,12 +84,73 @@ fn time_reps(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<Vec<f64>>
     Ok(times)
 }
 
-fn emit(name: &str, items: usize, times: &[f64]) {
+fn emit(side: &str, name: &str, items: usize, times: &[f64]) {
     let times: Vec<String> = times.iter().map(|t| format!("{t:.6}")).collect();
     println!(
-        "{{\"side\":\"candle\",\"workload\":\"{name}\",\"items\":{items},\"times\":[{}]}}",
+        "{{\"side\":\"{side}\",\"workload\":\"{name}\",\"items\":{items},\"times\":[{}]}}",
         times.join(",")
     );
+}
+
+/// Row-wise cosine similarity of two (n, d) feature matrices.
+fn cosines(a: &Tensor, b: &Tensor) -> Result<Vec<f32>> {
+    let a = altclip::model::l2_normalize(a)?;
+    let b = altclip::model::l2_normalize(b)?;
+    Ok((a * b)?.sum(1)?.to_vec1::<f32>()?)
+}
+
+/// For each row of `images`, the index of the most similar row of `texts` (zero-shot top-1).
+fn top1(images: &Tensor, texts: &Tensor) -> Result<Vec<u32>> {
+    let sims = altclip::model::l2_normalize(images)?.matmul(&altclip::model::l2_normalize(texts)?.t()?)?;
+    Ok(sims.argmax(1)?.to_vec1::<u32>()?)
+}
+
+/// Quantization accuracy against f32 on the same inputs: embedding cosines and zero-shot top-1 agreement of
+/// 32 pseudo-random images against the mixed-length texts and 32 more of 77 tokens.
+fn quant_accuracy(f32_model: &AltClipModel, q_model: &AltClipModel, side: &str, mixed: &[usize]) -> Result<()> {
+    let device = Device::Cpu;
+    let images = Tensor::from_vec(pseudo_random(32 * 3 * 224 * 224, 11), (32, 3, 224, 224), &device)?;
+    let mut lengths = mixed.to_vec();
+    lengths.extend(std::iter::repeat_n(77, 32));
+    let texts: Vec<Vec<u32>> = lengths
+        .iter()
+        .enumerate()
+        .map(|(row, &len)| text_ids(row, len))
+        .collect();
+    let batching = TextBatching::default();
+    let mut feats = Vec::new();
+    for model in [f32_model, q_model] {
+        let mut parts = Vec::new();
+        for chunk in 0..4 {
+            parts.push(model.get_image_features(&images.narrow(0, chunk * 8, 8)?, false)?);
+        }
+        feats.push((
+            Tensor::cat(&parts, 0)?,
+            model.get_text_features_batched(&texts, 1, &batching)?,
+        ));
+    }
+    let (fi, ft) = &feats[0];
+    let (qi, qt) = &feats[1];
+    let ci = cosines(fi, qi)?;
+    let ct = cosines(ft, qt)?;
+    let (a, b) = (top1(fi, ft)?, top1(qi, qt)?);
+    let agree = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+    let (a2, b2) = (top1(ft, fi)?, top1(qt, qi)?);
+    let agree2 = a2.iter().zip(&b2).filter(|(x, y)| x == y).count();
+    let min = |v: &[f32]| v.iter().copied().fold(f32::INFINITY, f32::min);
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    println!(
+        "{{\"side\":\"{side}\",\"workload\":\"accuracy\",\"image_cos_min\":{:.6},\"image_cos_mean\":{:.6},\
+         \"text_cos_min\":{:.6},\"text_cos_mean\":{:.6},\"top1_image_to_text\":[{agree},{}],\
+         \"top1_text_to_image\":[{agree2},{}]}}",
+        min(&ci),
+        mean(&ci),
+        min(&ct),
+        mean(&ct),
+        a.len(),
+        a2.len()
+    );
+    Ok(())
 }
 
 fn gemm() -> Result<()> {
@@ -129,7 +162,15 @@ fn gemm() -> Result<()> {
         a.matmul(&w.t()?)?;
         Ok(())
     })?;
-    emit("gemm_1024x4096x4096", 1, &times);
+    emit("candle", "gemm_1024x4096x4096", 1, &times);
+    for q in [GgmlDType::Q8_0, GgmlDType::Q4K] {
+        let qw = QMatMul::from_qtensor(QTensor::quantize(&w, q)?)?;
+        let times = time_reps(5, || {
+            qw.forward(&a)?;
+            Ok(())
+        })?;
+        emit(&quant_side(Some(q)), "gemm_1024x4096x4096", 1, &times);
+    }
     Ok(())
 }
 
@@ -153,9 +194,25 @@ fn load(dir: &str) -> Result<()> {
     Ok(())
 }
 
-fn run(dir: &str, reps: usize, mixed: &[usize], only: Option<&str>) -> Result<()> {
+/// `candle`, or `candle_q4k` etc. for a quantized model.
+fn quant_side(quant: Option<GgmlDType>) -> String {
+    match quant {
+        None => "candle".into(),
+        Some(q) => format!("candle_{}", format!("{q:?}").to_ascii_lowercase()),
+    }
+}
+
+fn run(dir: &str, reps: usize, mixed: &[usize], only: Option<&str>, quant: Option<GgmlDType>) -> Result<()> {
     let device = Device::Cpu;
-    let model = AltClipModel::from_dir(dir, DType::F32, &device).context("loading")?;
+    let mut model = AltClipModel::from_dir(dir, DType::F32, &device).context("loading")?;
+    let side = quant_side(quant);
+    if let Some(q) = quant {
+        let reference = model.clone();
+        let n = model.quantize(q)?;
+        eprintln!("quantized {n} projections to {q:?}");
+        quant_accuracy(&reference, &model, &side, mixed)?;
+    }
+    let emit = |name: &str, items: usize, times: &[f64]| emit(&side, name, items, times);
     let wanted = |name: &str| only.is_none_or(|o| o.split(',').any(|w| w == name));
     for batch in [1usize, 8] {
         let name = format!("vision_b{batch}");
@@ -187,18 +244,22 @@ fn run(dir: &str, reps: usize, mixed: &[usize], only: Option<&str>) -> Result<()
             Ok(())
         })?;
         emit("text_mixed_padded", mixed.len(), &times);
+        // The library's padding-aware batching (what `AltClip::embed_texts` does), default plan.
+        let texts: Vec<Vec<u32>> = mixed.iter().enumerate().map(|(row, &len)| text_ids(row, len)).collect();
+        let batching = TextBatching::default();
         let padded = model.get_text_features(&ids, Some(&mask))?;
-        let bucketed = text_features_bucketed(&model, mixed, 8)?;
+        let bucketed = model.get_text_features_batched(&texts, 1, &batching)?;
         let diff = (padded - &bucketed)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-        eprintln!("bucketed vs padded text features: max |diff| {diff:e}");
+        let passes = batching.plan(mixed)?.len();
+        eprintln!("bucketed ({passes} passes) vs padded text features: max |diff| {diff:e}");
         let times = time_reps(reps, || {
-            text_features_bucketed(&model, mixed, 8)?;
+            model.get_text_features_batched(&texts, 1, &batching)?;
             Ok(())
         })?;
         emit("text_mixed_bucketed", mixed.len(), &times);
     }
     println!(
-        "{{\"side\":\"candle\",\"workload\":\"peak_rss_run\",\"peak_rss\":{}}}",
+        "{{\"side\":\"{side}\",\"workload\":\"peak_rss_run\",\"peak_rss\":{}}}",
         peak_rss_bytes().unwrap_or(0)
     );
     Ok(())
@@ -216,8 +277,12 @@ fn main() -> Result<()> {
                 .filter(|s| !s.is_empty())
                 .map(|s| s.parse::<usize>().context("mixed lengths"))
                 .collect::<Result<Vec<_>>>()?;
-            run(&args[1], reps, &mixed, args.get(4).map(String::as_str))
+            let quant = parse_quantization(&std::env::var("ALTCLIP_BENCH_QUANTIZE").unwrap_or_default())?;
+            run(&args[1], reps, &mixed, args.get(4).map(String::as_str), quant)
         }
-        _ => bail!("usage: bench_side_by_side gemm | load <dir> | run <dir> <reps> <lengths> [workloads]"),
+        _ => bail!(
+            "usage: bench_side_by_side gemm | load <dir> | run <dir> <reps> <lengths> [workloads] \
+             ($ALTCLIP_BENCH_QUANTIZE=q8_0|q4k|...: quantized model)"
+        ),
     }
 }

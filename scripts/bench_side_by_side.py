@@ -10,7 +10,8 @@ process (torch.set_num_threads), except load time and peak RSS, which each side 
 Inputs: pseudo-random pixels (the values do not change the work) and token ids with `<s> … </s>` and padding 1.
 The mixed-length batch: 32 lengths drawn (seed 0) from a log-normal fitted to COCO-style captions (median 14
 XLM-R tokens incl. <s>/</s>, long tail to 60), PyTorch padding to the longest as users do; the Rust side is timed
-padded the same way and sorted/bucketed by length (8 per bucket, results in input order).
+padded the same way and with the crate's padding-aware batching (`TextBatching::default()`, results in input
+order). `--features mkl` builds the Rust side with Intel MKL's GEMM (see BENCHMARKS.md for where MKL comes from).
 """
 
 import argparse
@@ -53,22 +54,26 @@ def mixed_lengths(n=32, seed=0):
 _BIN = []
 
 
-def rust_binary():
+def rust_binary(features=None):
     """`$ALTCLIP_BENCH_BIN`, or `cargo build --release --example bench_side_by_side` once per run."""
     if not _BIN:
         path = os.environ.get("ALTCLIP_BENCH_BIN")
         if not path:
-            subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "bench_side_by_side"],
-                           cwd=ROOT, check=True)
+            subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "bench_side_by_side"]
+                           + (["--features", features] if features else []), cwd=ROOT, check=True)
             path = os.path.join(ROOT, "target", "release", "examples", "bench_side_by_side")
         _BIN.append(path)
     return _BIN[0]
 
 
-def cargo_example(args, threads):
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
-    out = subprocess.run([rust_binary()] + args, cwd=ROOT, env=env, check=True, stdout=subprocess.PIPE,
-                         text=True).stdout
+def rust_env(threads):
+    """The thread count for rayon (candle's own kernels) and for MKL's OpenMP pool (`--features mkl` builds)."""
+    return dict(os.environ, RAYON_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+
+
+def cargo_example(args, threads, features=None):
+    out = subprocess.run([rust_binary(features)] + args, cwd=ROOT, env=rust_env(threads), check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
@@ -144,6 +149,11 @@ def torch_run(model_dir, reps, threads, mixed, only):
     return res
 
 
+def json_lines(cmd, env=None):
+    out = subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("model_dir")
@@ -153,34 +163,45 @@ def main():
     p.add_argument("--skip-load", action="store_true")
     p.add_argument("--torch-load-probe", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", default=None, help="also write raw results here")
+    p.add_argument("--features", default=None, help="cargo features of the Rust build, e.g. mkl")
+    p.add_argument("--onnx-dir", default=None,
+                   help="ONNX Runtime column: the output of `scripts/bench_onnx.py export <model_dir> <onnx_dir>`")
+    p.add_argument("--quantize", default=None, help="also time quantized candle models, e.g. q8_0,q4k")
+    p.add_argument("--from-json", default=None, help="only print the table of an earlier --json")
     a = p.parse_args()
     if a.torch_load_probe:
         return torch_load_probe(a.model_dir, a.threads)
+    if a.from_json:
+        with open(a.from_json) as f:
+            saved = json.load(f)
+        return report(saved["results"], saved["mixed"], a)
 
     mixed = mixed_lengths()
     print(f"# load average before: {os.getloadavg()}", file=sys.stderr)
     print(f"# mixed lengths: {mixed} (longest {max(mixed)}, mean {sum(mixed) / len(mixed):.1f})", file=sys.stderr)
+    run_args = ["run", a.model_dir, str(a.reps), ",".join(map(str, mixed))] + ([a.only] if a.only else [])
     results = []
-    results += cargo_example(["gemm"], a.threads)
-    results += cargo_example(["run", a.model_dir, str(a.reps), ",".join(map(str, mixed))]
-                             + ([a.only] if a.only else []), a.threads)
+    results += cargo_example(["gemm"], a.threads, a.features)
+    results += cargo_example(run_args, a.threads)
+    for q in (a.quantize or "").split(","):
+        if q:
+            results += json_lines([rust_binary()] + run_args, dict(rust_env(a.threads), ALTCLIP_BENCH_QUANTIZE=q))
     before = os.environ.get("ALTCLIP_BENCH_BASELINE_BIN")
     if before:  # an older build of the example, reported as "candle before" (for before/after tables)
-        env = dict(os.environ, RAYON_NUM_THREADS=str(a.threads))
-        out = subprocess.run([before, "run", a.model_dir, str(a.reps), ",".join(map(str, mixed))]
-                             + ([a.only] if a.only else []), cwd=ROOT, env=env, check=True,
-                             stdout=subprocess.PIPE, text=True).stdout
-        for line in out.splitlines():
-            if line.startswith("{"):
-                r = json.loads(line)
-                r["side"] = "before"
-                results.append(r)
+        for r in json_lines([before] + run_args, rust_env(a.threads)):
+            r["side"] = "before"
+            results.append(r)
     results += torch_run(a.model_dir, a.reps, a.threads, mixed, a.only)
+    onnx_script = [sys.executable, os.path.join(HERE, "bench_onnx.py")]
+    if a.onnx_dir:  # its own process: ORT's thread pool must not share a process with torch's
+        results += json_lines(onnx_script + ["run", a.onnx_dir, "--reps", str(a.reps), "--threads", str(a.threads)]
+                              + (["--only", a.only] if a.only else []))
     if not a.skip_load:
         results += cargo_example(["load", a.model_dir], a.threads)
-        out = subprocess.run([sys.executable, __file__, a.model_dir, "--threads", str(a.threads),
-                              "--torch-load-probe"], check=True, stdout=subprocess.PIPE, text=True).stdout
-        results += [json.loads(l) for l in out.splitlines() if l.startswith("{")]
+        results += json_lines([sys.executable, __file__, a.model_dir, "--threads", str(a.threads),
+                               "--torch-load-probe"])
+        if a.onnx_dir:
+            results += json_lines(onnx_script + ["load-probe", a.onnx_dir, "--threads", str(a.threads)])
     print(f"# load average after: {os.getloadavg()}", file=sys.stderr)
     if a.json:
         with open(a.json, "w") as f:
@@ -191,51 +212,74 @@ def main():
 def report(results, mixed, a):
     by = {(r["side"], r["workload"]): r for r in results}
     # Best of the repetitions: on a shared machine the minimum is the least contaminated estimate.
-    med = min
-    peak = {}
-    for side in ("candle", "torch"):
-        r = by.get((side, "gemm_1024x4096x4096"))
-        if r:
-            peak[side] = 2 * 1024 * 4096 * 4096 / min(r["times"]) / 1e9
-    print(f"f32 GEMM 1024x4096x4096 (x·Wᵀ), best of 5: candle {peak.get('candle', 0):.0f} GFLOP/s, "
-          f"torch {peak.get('torch', 0):.0f} GFLOP/s; {a.threads} threads, best of {a.reps} reps after a warm-up\n")
+    best = lambda r: min(r["times"]) / r["items"]
+    gemm_flop = 2 * 1024 * 4096 * 4096
+    peak = {side: gemm_flop / min(r["times"]) / 1e9 for (side, w), r in by.items() if w == "gemm_1024x4096x4096"}
+    print("GEMM 1024x4096x4096 (x·Wᵀ), best of 5, GFLOP/s (f32-equivalent): "
+          + ", ".join(f"{side} {g:.0f}" for side, g in peak.items())
+          + f"; {a.threads} threads, best of {a.reps} reps after a warm-up\n")
     flops = {
         "vision_b1": vision_flops(), "vision_b8": 8 * vision_flops(),
         "text_b1x77": text_flops([77]), "text_b8x77": text_flops([77] * 8), "text_b32x16": text_flops([16] * 32),
         "text_mixed": text_flops(mixed),
     }
-    has_before = any(r["side"] == "before" for r in results)
-    print("| workload | PyTorch s/item | " + ("candle before s/item | " if has_before else "")
-          + "candle s/item | speed-up (torch/candle) | PyTorch GFLOP/s (% of its GEMM) | candle GFLOP/s (% of its GEMM) |")
-    print("|---|---|" + ("---|" if has_before else "") + "---|---|---|---|")
     rows = [("vision_b1", "vision, batch 1", "vision_b1", "vision_b1"),
             ("vision_b8", "vision, batch 8", "vision_b8", "vision_b8"),
             ("text_b1x77", "text 77 tok, batch 1", "text_b1x77", "text_b1x77"),
             ("text_b8x77", "text 77 tok, batch 8", "text_b8x77", "text_b8x77"),
             ("text_b32x16", "text 16 tok, batch 32", "text_b32x16", "text_b32x16"),
             ("text_mixed", f"mixed captions ×{len(mixed)}, padded", "text_mixed_padded", "text_mixed_padded"),
-            ("text_mixed", f"mixed captions ×{len(mixed)}, candle bucketed", "text_mixed_padded",
+            ("text_mixed", f"mixed captions ×{len(mixed)}, candle length-bucketed", "text_mixed_padded",
              "text_mixed_bucketed")]
+    quant = sorted({side for side, _ in by if side.startswith("candle_")})
+    extra = [s for s in ("onnx", "before") if any(side == s for side, _ in by)]
+    names = {"onnx": "ONNX Runtime", "before": "candle before"}
+    print("| workload | PyTorch s/item | " + "".join(f"{names[s]} s/item | " for s in extra)
+          + "candle s/item | candle vs PyTorch | " + ("candle vs faster of PyTorch/ONNX | " if "onnx" in extra else "")
+          + "PyTorch GFLOP/s (% of its GEMM) | candle GFLOP/s (% of its GEMM) | "
+          + "".join(f"{q[7:].upper()} s/item (vs PyTorch) | " for q in quant))
+    print("|---" * (6 + len(extra) + ("onnx" in extra) + len(quant)) + "|")
     for key, label, tw, cw in rows:
         t, c = by.get(("torch", tw)), by.get(("candle", cw))
         if not t or not c:
             continue
-        ts, cs = med(t["times"]) / t["items"], med(c["times"]) / c["items"]
+        ts, cs = best(t), best(c)
         f = flops[key] / t["items"]
-        b = by.get(("before", cw))
-        bcol = (f"{med(b['times']) / b['items']:.4f} | " if b else "– | ") if has_before else ""
-        print(f"| {label} | {ts:.4f} | {bcol}{cs:.4f} | {ts / cs:.2f}× | {f / ts / 1e9:.0f} ({100 * f / ts / 1e9 / peak['torch']:.0f}%) "
-              f"| {f / cs / 1e9:.0f} ({100 * f / cs / 1e9 / peak['candle']:.0f}%) |")
-    t, c = by.get(("torch", "load")), by.get(("candle", "load"))
-    if t and c:
-        e = "| " if has_before else ""
-        print(f"| load → first text embedding (s) | {t['first_text_s']:.2f} | {e}{c['first_text_s']:.2f} | "
-              f"{t['first_text_s'] / c['first_text_s']:.1f}× | | |")
-        print(f"| load → first image embedding (s) | {t['first_image_s']:.2f} | {e}{c['first_image_s']:.2f} | "
-              f"{t['first_image_s'] / c['first_image_s']:.1f}× | | |")
+        line = f"| {label} | {ts:.4f} | "
+        for s in extra:
+            r = by.get((s, tw if s == "onnx" else cw))
+            line += f"{best(r):.4f} | " if r else "– | "
+        line += f"{cs:.4f} | {ts / cs:.2f}× | "
+        if "onnx" in extra:
+            o = by.get(("onnx", tw))
+            line += f"{min(ts, best(o)) / cs:.2f}× | " if o else "– | "
+        line += (f"{f / ts / 1e9:.0f} ({100 * f / ts / 1e9 / peak['torch']:.0f}%) | "
+                 f"{f / cs / 1e9:.0f} ({100 * f / cs / 1e9 / peak['candle']:.0f}%) | ")
+        for q in quant:
+            r = by.get((q, cw))
+            line += f"{best(r):.4f} ({ts / best(r):.2f}×) | " if r else "– | "
+        print(line)
+    load = {s: by.get((s, "load")) for s in ("torch", "onnx", "candle")}
+    if load["torch"] and load["candle"]:
+        t, c, o = load["torch"], load["candle"], load["onnx"]
+        pad = "".join("| " for s in extra if s != "onnx")
+        # The ONNX Runtime column, when there is one: `fmt(o)`, or a dash where its load probe did not run.
+        ocol = lambda fmt: (f"{fmt(o)} | " if o else "– | ") if "onnx" in extra else ""
+        for key, label in (("first_text_s", "load → first text embedding (s)"),
+                           ("first_image_s", "load → first image embedding (s)")):
+            print(f"| {label} | {t[key]:.2f} | {ocol(lambda r: format(r[key], '.2f'))}{pad}{c[key]:.2f} | {t[key] / c[key]:.1f}× | |")
         size = os.path.getsize(os.path.join(a.model_dir, "model.safetensors"))
-        print(f"| peak RSS after load + 1 text + 1 image (GB; weights {size / 1e9:.2f} GB) | "
-              f"{t['peak_rss'] / 1e9:.2f} | {e}{c['peak_rss'] / 1e9:.2f} | {t['peak_rss'] / c['peak_rss']:.2f}× | | |")
+        gb = lambda r: f"{r['peak_rss'] / 1e9:.2f}"
+        print(f"| peak RSS after load + 1 text + 1 image (GB; weights {size / 1e9:.2f} GB) | {gb(t)} | "
+              f"{ocol(gb)}"
+              f"{pad}{gb(c)} | {c['peak_rss'] / size:.2f}× the file (PyTorch {t['peak_rss'] / size:.2f}×) | |")
+    for q in quant:
+        r = by.get((q, "accuracy"))
+        if r:
+            print(f"\n{q[7:].upper()} vs f32 (same inputs): image embedding cosine min {r['image_cos_min']:.4f} "
+                  f"(mean {r['image_cos_mean']:.4f}), text min {r['text_cos_min']:.4f} (mean {r['text_cos_mean']:.4f}); "
+                  f"zero-shot top-1 agreement image→text {r['top1_image_to_text'][0]}/{r['top1_image_to_text'][1]}, "
+                  f"text→image {r['top1_text_to_image'][0]}/{r['top1_text_to_image'][1]}")
 
 
 if __name__ == "__main__":

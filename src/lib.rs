@@ -32,6 +32,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod batching;
 pub mod config;
 pub mod error;
 #[cfg(feature = "hub")]
@@ -46,6 +47,7 @@ pub mod vision_model;
 pub mod weights;
 pub mod zero_shot;
 
+pub use batching::TextBatching;
 pub use config::{Activation, AltClipConfig, AltClipTextConfig, AltClipVisionConfig};
 pub use error::{Error, Result};
 pub use model::{AltClipModel, AltClipOutput, ForwardOptions};

@@ -4,8 +4,10 @@
 
 use std::path::Path;
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor, D};
 
+use crate::batching::TextBatching;
 use crate::config::AltClipConfig;
 use crate::error::{Error, Result};
 use crate::nn::Linear;
@@ -108,11 +110,80 @@ impl AltClipModel {
         Ok(self.logit_scale.exp()?.to_scalar::<f32>()?)
     }
 
+    /// Quantizes both towers' encoder projections (q/k/v, attention output, MLP; 4 × 24 + 4 × 24 matrices for
+    /// BAAI/AltCLIP) to a GGML block format for faster, smaller CPU inference: e.g. `GgmlDType::Q8_0` or
+    /// `GgmlDType::Q4K`. Embeddings, norms and the final projections stay in the loaded dtype; activations stay
+    /// f32 (candle quantizes each GEMM's input rows to 8 bits on the fly). Returns how many projections were
+    /// quantized: those whose input width is not a multiple of the format's block size keep their weights.
+    ///
+    /// The CPU kernels are candle's (AVX-512 VNNI / AVX2 integer dot products); on CUDA and Metal candle
+    /// dequantizes or runs its own kernels. See BENCHMARKS.md for measured speed and accuracy.
+    pub fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
+        Ok(self.text_model.quantize(dtype)? + self.vision_model.quantize(dtype)?)
+    }
+
     /// Projected (not normalised) text features: `text_projection(token 0 of the text tower's output)`,
     /// (batch, projection_dim).
     pub fn get_text_features(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
         let out = self.text_model.forward(input_ids, attention_mask, false)?;
         self.text_projection.forward(&out.pooler_output)
+    }
+
+    /// Projected text features of unpadded token id lists (`<s> … </s>` each, as
+    /// [`crate::processor::TextProcessor::encode_unpadded`] returns them), (texts, projection_dim) in input order.
+    ///
+    /// The texts are grouped by `batching` (sorted by length, see [`TextBatching`]) and each group runs padded on
+    /// the right with `pad_token_id` to its own longest text, instead of everything to the longest one.
+    pub fn get_text_features_batched(
+        &self,
+        ids: &[Vec<u32>],
+        pad_token_id: u32,
+        batching: &TextBatching,
+    ) -> Result<Tensor> {
+        if let Some(i) = ids.iter().position(|t| t.is_empty()) {
+            return Err(Error::InvalidArgument {
+                argument: "input_ids",
+                reason: format!("text {i} has no tokens"),
+            });
+        }
+        if ids.is_empty() {
+            return Err(Error::InvalidArgument {
+                argument: "input_ids",
+                reason: "the list is empty".into(),
+            });
+        }
+        let device = self.device();
+        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let groups = batching.plan(&lengths)?;
+        let mut parts = Vec::with_capacity(groups.len());
+        for group in &groups {
+            let width = group.iter().map(|&i| lengths[i]).max().unwrap_or(1);
+            let mut input_ids = Vec::with_capacity(group.len() * width);
+            let mut mask = Vec::with_capacity(group.len() * width);
+            for &i in group {
+                let pad = width - ids[i].len();
+                input_ids.extend_from_slice(&ids[i]);
+                input_ids.extend(std::iter::repeat_n(pad_token_id, pad));
+                mask.extend(std::iter::repeat_n(1u32, ids[i].len()));
+                mask.extend(std::iter::repeat_n(0u32, pad));
+            }
+            let shape = (group.len(), width);
+            let input_ids = Tensor::from_vec(input_ids, shape, device)?;
+            let mask = Tensor::from_vec(mask, shape, device)?;
+            parts.push(self.get_text_features(&input_ids, Some(&mask))?);
+        }
+        let sorted = Tensor::cat(&parts, 0)?;
+        let order: Vec<usize> = groups.concat();
+        if order.iter().enumerate().all(|(pos, &i)| pos == i) {
+            return Ok(sorted);
+        }
+        // Row `i` of the result is row `inverse[i]` of `sorted`.
+        let mut inverse = vec![0u32; order.len()];
+        for (pos, &i) in order.iter().enumerate() {
+            inverse[i] = pos as u32;
+        }
+        let inverse = Tensor::from_vec(inverse, order.len(), device)?;
+        Ok(sorted.index_select(&inverse, 0)?)
     }
 
     /// Projected (not normalised) image features: `visual_projection(pooled output)`, (batch, projection_dim).

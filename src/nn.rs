@@ -2,16 +2,21 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Tensor, D};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Module, Tensor, D};
 
 use crate::config::Activation;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::weights::Weights;
 
 /// `y = x Wᵀ + b` over the last dimension, for inputs of any rank.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,
+    /// The weight in a GGML block format, used instead of `weight` once [`Linear::quantize`] ran (then `weight`
+    /// is dropped to a 0-element placeholder).
+    quantized: Option<QMatMul>,
+    out_dim: usize,
     bias: Option<Tensor>,
     /// The f32 bias as a host slice, for the fused CPU kernels (only when the weights live on the CPU in f32).
     bias_cpu: Option<Arc<[f32]>>,
@@ -36,6 +41,8 @@ impl Linear {
         let bias = w.get(out_dim, "bias")?;
         Ok(Self {
             weight: w.get((out_dim, in_dim), "weight")?,
+            quantized: None,
+            out_dim,
             bias_cpu: host_f32(&bias),
             bias: Some(bias),
         })
@@ -45,18 +52,30 @@ impl Linear {
     pub fn load_no_bias(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
         Ok(Self {
             weight: w.get((out_dim, in_dim), "weight")?,
+            quantized: None,
+            out_dim,
             bias: None,
             bias_cpu: None,
         })
     }
 
-    /// Concatenates several projections of the same input into one (rows stacked in order).
+    /// Concatenates several projections of the same input into one (rows stacked in order). Only before
+    /// quantization.
     pub fn fuse(parts: &[Linear]) -> Result<Self> {
+        if parts.iter().any(|p| p.quantized.is_some()) {
+            return Err(Error::InvalidArgument {
+                argument: "parts",
+                reason: "quantized projections cannot be fused; fuse first, then quantize".into(),
+            });
+        }
         let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
         let biases: Option<Vec<&Tensor>> = parts.iter().map(|p| p.bias.as_ref()).collect();
         let bias = biases.map(|b| Tensor::cat(&b, 0)).transpose()?;
+        let weight = Tensor::cat(&weights, 0)?;
         Ok(Self {
-            weight: Tensor::cat(&weights, 0)?,
+            out_dim: weight.dims()[0],
+            weight,
+            quantized: None,
             bias_cpu: bias.as_ref().and_then(host_f32),
             bias,
         })
@@ -64,7 +83,35 @@ impl Linear {
 
     /// Output width.
     pub fn out_dim(&self) -> usize {
-        self.weight.dims()[0]
+        self.out_dim
+    }
+
+    /// Input width.
+    pub fn in_dim(&self) -> usize {
+        match &self.quantized {
+            Some(QMatMul::QTensor(q)) => q.shape().dims().last().copied().unwrap_or(0),
+            Some(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims().last().copied().unwrap_or(0),
+            None => self.weight.dims().last().copied().unwrap_or(0),
+        }
+    }
+
+    /// Whether the weight is held in a quantized format.
+    pub fn is_quantized(&self) -> bool {
+        self.quantized.is_some()
+    }
+
+    /// Replaces the f32 weight by its `dtype` block quantization (candle's k-quants / GGML formats), used by
+    /// every later forward on the CPU; the bias stays f32. Returns `false` and changes nothing when the input
+    /// width is not a multiple of the format's block size (32 for Q8_0/Q4_0, 256 for the k-quants).
+    pub fn quantize(&mut self, dtype: GgmlDType) -> Result<bool> {
+        if self.quantized.is_some() || !self.in_dim().is_multiple_of(dtype.block_size()) {
+            return Ok(false);
+        }
+        let weight = self.weight.to_dtype(DType::F32)?;
+        let q = QTensor::quantize(&weight, dtype)?;
+        self.quantized = Some(QMatMul::from_qtensor(q)?);
+        self.weight = Tensor::zeros(0, self.weight.dtype(), self.weight.device())?;
+        Ok(true)
     }
 
     /// Applies the layer.
@@ -79,7 +126,13 @@ impl Linear {
         let (lead, last) = dims.split_at(dims.len().saturating_sub(1));
         let rows: usize = lead.iter().product();
         let x2 = x.reshape((rows, last.first().copied().unwrap_or(1)))?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
+        let mut y = match &self.quantized {
+            // candle's quantized matmul quantizes the activations to 8 bits per row, then integer dot products.
+            Some(q) => q
+                .forward(&x2.to_dtype(DType::F32)?.contiguous()?)?
+                .to_dtype(x.dtype())?,
+            None => x2.matmul(&self.weight.t()?)?,
+        };
         let fused = match act {
             None => Some(cpu::Act::None),
             Some(Activation::Gelu) => Some(cpu::Act::GeluErf),
@@ -285,6 +338,11 @@ impl SelfAttention {
         })
     }
 
+    /// Quantizes the (fused) q/k/v and output projections (see [`Linear::quantize`]); returns how many were.
+    pub fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
+        Ok(usize::from(self.qkv.quantize(dtype)?) + usize::from(self.out.quantize(dtype)?))
+    }
+
     /// `x`: (batch, seq, hidden); `mask`: additive f32, broadcastable to (batch, heads, seq, seq).
     pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, s, hidden) = x.dims3()?;
@@ -318,6 +376,11 @@ impl FeedForward {
     /// Builds the block from its two projections and activation.
     pub fn new(fc1: Linear, fc2: Linear, act: Activation) -> Self {
         Self { fc1, fc2, act }
+    }
+
+    /// Quantizes both projections (see [`Linear::quantize`]); returns how many were.
+    pub fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
+        Ok(usize::from(self.fc1.quantize(dtype)?) + usize::from(self.fc2.quantize(dtype)?))
     }
 
     /// Applies the block.

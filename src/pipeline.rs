@@ -18,12 +18,13 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
+use crate::batching::TextBatching;
 use crate::error::{Error, Result};
 use crate::model::{l2_normalize, AltClipModel};
 use crate::processor::image::ImageInput;
-use crate::processor::text::Padding;
 use crate::processor::AltClipProcessor;
 
 /// Where to run: parsed from `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N` or `auto` (CUDA, then Metal, then CPU).
@@ -72,6 +73,23 @@ pub fn parse_dtype(spec: &str) -> Result<DType> {
     }
 }
 
+/// Parses a weight quantization for [`LoadOptions::quantization`]: `none`, `q8_0`, `q4k` (also `q4_k`), `q6k`,
+/// `q5k`, `q4_0`.
+pub fn parse_quantization(spec: &str) -> Result<Option<GgmlDType>> {
+    match spec.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+        "none" | "" | "f32" => Ok(None),
+        "q8_0" | "q8" => Ok(Some(GgmlDType::Q8_0)),
+        "q4k" | "q4_k" => Ok(Some(GgmlDType::Q4K)),
+        "q5k" | "q5_k" => Ok(Some(GgmlDType::Q5K)),
+        "q6k" | "q6_k" => Ok(Some(GgmlDType::Q6K)),
+        "q4_0" => Ok(Some(GgmlDType::Q4_0)),
+        other => Err(Error::InvalidArgument {
+            argument: "quantization",
+            reason: format!("{other:?} (expected none, q8_0, q6k, q5k, q4k or q4_0)"),
+        }),
+    }
+}
+
 /// Options for [`AltClip::from_pretrained`].
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -88,6 +106,8 @@ pub struct LoadOptions {
     pub progress: bool,
     /// Force offline (`Some(true)`) or online (`Some(false)`); `None` follows `HF_HUB_OFFLINE`.
     pub offline: Option<bool>,
+    /// Quantize the encoder projections after loading (see [`AltClipModel::quantize`]); `None` keeps `dtype`.
+    pub quantization: Option<GgmlDType>,
 }
 
 impl Default for LoadOptions {
@@ -99,6 +119,7 @@ impl Default for LoadOptions {
             cache_dir: None,
             progress: true,
             offline: None,
+            quantization: None,
         }
     }
 }
@@ -129,6 +150,11 @@ impl LoadOptions {
         self.progress = progress;
         self
     }
+    /// Sets the weight quantization (see [`parse_quantization`]).
+    pub fn with_quantization(mut self, quantization: Option<GgmlDType>) -> Self {
+        self.quantization = quantization;
+        self
+    }
     /// Forces offline or online mode.
     pub fn with_offline(mut self, offline: bool) -> Self {
         self.offline = Some(offline);
@@ -153,6 +179,7 @@ pub struct AltClip {
     model: AltClipModel,
     processor: AltClipProcessor,
     name: String,
+    text_batching: TextBatching,
 }
 
 impl AltClip {
@@ -192,10 +219,15 @@ impl AltClip {
     /// Loads from a local directory with `config.json`, weights, `preprocessor_config.json` and tokenizer files.
     pub fn from_dir(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
+        let mut model = AltClipModel::from_dir(dir, options.dtype, &options.device)?;
+        if let Some(q) = options.quantization {
+            model.quantize(q)?;
+        }
         Ok(Self {
-            model: AltClipModel::from_dir(dir, options.dtype, &options.device)?,
+            model,
             processor: AltClipProcessor::from_dir(dir)?,
             name: dir.display().to_string(),
+            text_batching: TextBatching::default(),
         })
     }
 
@@ -205,7 +237,19 @@ impl AltClip {
             model,
             processor,
             name: name.into(),
+            text_batching: TextBatching::default(),
         }
+    }
+
+    /// Sets how [`AltClip::embed_texts`] groups texts of different lengths into forward passes.
+    pub fn with_text_batching(mut self, batching: TextBatching) -> Self {
+        self.text_batching = batching;
+        self
+    }
+
+    /// How [`AltClip::embed_texts`] groups texts into forward passes.
+    pub fn text_batching(&self) -> &TextBatching {
+        &self.text_batching
     }
 
     /// The model id or directory this was loaded from.
@@ -228,7 +272,10 @@ impl AltClip {
         self.model.config().projection_dim
     }
 
-    /// L2-normalised text embeddings, (texts, dim), in f32 (AltCLIPModel's `text_embeds`).
+    /// L2-normalised text embeddings, (texts, dim), in f32 (AltCLIPModel's `text_embeds`), in input order.
+    ///
+    /// Texts are sorted by length and run in groups padded to their own longest text ([`TextBatching`], see
+    /// [`AltClip::with_text_batching`]), which equals padding to the longest up to float rounding.
     pub fn embed_texts(&self, texts: &[&str]) -> Result<Tensor> {
         if texts.is_empty() {
             return Err(Error::InvalidArgument {
@@ -236,13 +283,11 @@ impl AltClip {
                 reason: "the list is empty".into(),
             });
         }
-        let batch = self
-            .processor
-            .text()
-            .encode(texts, Padding::Longest, self.model.device())?;
+        let tokenizer = self.processor.text();
+        let ids = tokenizer.encode_unpadded(texts, tokenizer.max_length())?;
         let features = self
             .model
-            .get_text_features(&batch.input_ids, Some(&batch.attention_mask))?;
+            .get_text_features_batched(&ids, tokenizer.pad_token_id(), &self.text_batching)?;
         Ok(l2_normalize(&features.to_dtype(DType::F32)?)?.to_device(&Device::Cpu)?)
     }
 

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{tower_config_from_dir, AltClipTextConfig};
@@ -54,6 +55,10 @@ struct TextLayer {
 }
 
 impl TextLayer {
+    fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
+        Ok(self.attention.quantize(dtype)? + self.ffn.quantize(dtype)?)
+    }
+
     fn load(w: &Weights, cfg: &AltClipTextConfig) -> Result<Self> {
         let h = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
@@ -125,6 +130,13 @@ impl AltClipTextModel {
             transformation: Linear::load(&w.pp("transformation"), cfg.hidden_size, cfg.project_dim)?,
             config: cfg.clone(),
         })
+    }
+
+    /// Quantizes every encoder layer's projections (q/k/v, attention output, both MLP layers) to `dtype` for
+    /// the CPU (see [`crate::nn::Linear::quantize`]); embeddings, norms and the tower's own output projection stay
+    /// as loaded. Returns how many projections were quantized (0 when the widths don't fit the block size).
+    pub fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
+        self.layers.iter_mut().map(|l| l.quantize(dtype)).sum()
     }
 
     /// Builds the tower from either a full AltCLIP checkpoint (under `text_model.`) or its own.

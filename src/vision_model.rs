@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{tower_config_from_dir, AltClipVisionConfig};
@@ -140,6 +141,10 @@ struct VisionLayer {
 }
 
 impl VisionLayer {
+    fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
+        Ok(self.attention.quantize(dtype)? + self.mlp.quantize(dtype)?)
+    }
+
     fn load(w: &Weights, cfg: &AltClipVisionConfig) -> Result<Self> {
         let h = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
@@ -209,6 +214,13 @@ impl AltClipVisionModel {
             post_layernorm: LayerNorm::load(&w.pp("post_layernorm"), h, eps)?,
             config: cfg.clone(),
         })
+    }
+
+    /// Quantizes every encoder layer's projections (q/k/v, attention output, both MLP layers) to `dtype` for
+    /// the CPU (see [`crate::nn::Linear::quantize`]); embeddings, norms and the tower's own output projection stay
+    /// as loaded. Returns how many projections were quantized (0 when the widths don't fit the block size).
+    pub fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
+        self.layers.iter_mut().map(|l| l.quantize(dtype)).sum()
     }
 
     /// Builds the tower from a checkpoint holding it under `vision_model.` (a full AltCLIP checkpoint or an

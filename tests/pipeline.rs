@@ -366,3 +366,48 @@ fn processor_from_pretrained_accepts_a_local_directory() {
     let want = expected()["pixel_values_sum"].as_f64().unwrap();
     assert!((sum - want).abs() < 1e-2, "{sum} vs {want}");
 }
+
+#[test]
+fn length_bucketed_text_embeddings_match_padding_to_the_longest_in_input_order() {
+    // Lengths from 3 to ~60 tokens, unsorted, one duplicate, so every batching plan reorders.
+    let texts = [
+        "a photo of a cat sitting on a windowsill in the afternoon sun, with a cup of coffee next to it and \
+         an astronaut poster on the wall behind",
+        "cat",
+        "一张狗的照片",
+        "a dog",
+        "cat",
+        "une photo d'un astronaute qui flotte au-dessus de la Terre",
+    ];
+    let padded = clip().with_text_batching(altclip::TextBatching::pad_to_longest(64));
+    let reference = padded.embed_texts(&texts).unwrap();
+    let lengths: Vec<usize> = padded
+        .processor()
+        .text()
+        .encode_unpadded(&texts, None)
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert!(lengths[0] > 40 && lengths[1] < 6, "{lengths:?}");
+    let plans = [
+        altclip::TextBatching::default(),
+        altclip::TextBatching {
+            overhead_tokens: 0,
+            ..Default::default()
+        },
+    ];
+    for batching in plans {
+        let groups = batching.plan(&lengths).unwrap();
+        assert!(groups.len() > 1, "{groups:?}");
+        let got = clip().with_text_batching(batching).embed_texts(&texts).unwrap();
+        let d = common::max_abs_diff(&got, &reference);
+        eprintln!("{} passes vs padded to the longest: max |Δ| {d:.2e}", groups.len());
+        assert!(d < 1e-6, "{d}");
+    }
+    // Each row is its own text's embedding: the two "cat" rows agree, and row 3 is the single-text result.
+    let single = padded.embed_texts(&[texts[3]]).unwrap();
+    assert!(common::max_abs_diff(&reference.get(3).unwrap(), &single.get(0).unwrap()) < 1e-6);
+    assert!(common::max_abs_diff(&reference.get(1).unwrap(), &reference.get(4).unwrap()) < 1e-6);
+    assert!(common::max_abs_diff(&reference.get(0).unwrap(), &reference.get(1).unwrap()) > 1e-3);
+}

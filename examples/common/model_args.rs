@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use altclip::pipeline::{parse_device, parse_dtype};
+use altclip::pipeline::{parse_device, parse_dtype, parse_quantization};
 use altclip::{AltClip, LoadOptions};
 use anyhow::Context;
 
@@ -24,6 +24,9 @@ pub struct ModelArgs {
     /// f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Quantize the encoder weights for faster CPU inference: none, q8_0, q6k, q5k, q4k or q4_0.
+    #[arg(long, default_value = "none")]
+    pub quantize: String,
 }
 
 impl ModelArgs {
@@ -33,6 +36,7 @@ impl ModelArgs {
             .with_revision(self.revision.clone())
             .with_device(parse_device(&self.device)?)
             .with_dtype(parse_dtype(&self.dtype)?)
+            .with_quantization(parse_quantization(&self.quantize)?)
             .with_progress(progress);
         match &self.model_dir {
             Some(dir) => AltClip::from_dir(dir, &options).with_context(|| format!("loading {}", dir.display())),
