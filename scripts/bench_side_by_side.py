@@ -168,6 +168,8 @@ def main():
                    help="ONNX Runtime column: the output of `scripts/bench_onnx.py export <model_dir> <onnx_dir>`")
     p.add_argument("--quantize", default=None, help="also time quantized candle models, e.g. q8_0,q4k")
     p.add_argument("--from-json", default=None, help="only print the table of an earlier --json")
+    p.add_argument("--baseline-label", default="candle before",
+                   help="column name for $ALTCLIP_BENCH_BASELINE_BIN's results (e.g. 'candle, pure Rust GEMM')")
     a = p.parse_args()
     if a.torch_load_probe:
         return torch_load_probe(a.model_dir, a.threads)
@@ -187,7 +189,7 @@ def main():
         if q:
             results += json_lines([rust_binary()] + run_args, dict(rust_env(a.threads), ALTCLIP_BENCH_QUANTIZE=q))
     before = os.environ.get("ALTCLIP_BENCH_BASELINE_BIN")
-    if before:  # an older build of the example, reported as "candle before" (for before/after tables)
+    if before:  # another build of the example (older, or other features), its column named by --baseline-label
         for r in json_lines([before] + run_args, rust_env(a.threads)):
             r["side"] = "before"
             results.append(r)
@@ -233,7 +235,7 @@ def report(results, mixed, a):
              "text_mixed_bucketed")]
     quant = sorted({side for side, _ in by if side.startswith("candle_")})
     extra = [s for s in ("onnx", "before") if any(side == s for side, _ in by)]
-    names = {"onnx": "ONNX Runtime", "before": "candle before"}
+    names = {"onnx": "ONNX Runtime", "before": a.baseline_label}
     print("| workload | PyTorch s/item | " + "".join(f"{names[s]} s/item | " for s in extra)
           + "candle s/item | candle vs PyTorch | " + ("candle vs faster of PyTorch/ONNX | " if "onnx" in extra else "")
           + "PyTorch GFLOP/s (% of its GEMM) | candle GFLOP/s (% of its GEMM) | "

@@ -48,6 +48,8 @@ pub mod weights;
 pub mod zero_shot;
 
 pub use batching::TextBatching;
+/// The quantization formats [`AltClipModel::quantize`] and [`LoadOptions::with_quantization`] take (candle's).
+pub use candle_core::quantized::GgmlDType;
 pub use config::{Activation, AltClipConfig, AltClipTextConfig, AltClipVisionConfig};
 pub use error::{Error, Result};
 pub use model::{AltClipModel, AltClipOutput, ForwardOptions};

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::nn::Linear;
 use crate::text_model::{AltClipTextModel, TextModelOutput, TEXT_PREFIX};
 use crate::vision_model::{AltClipVisionModel, VisionModelOutput, VISION_PREFIX};
-use crate::weights::Weights;
+use crate::weights::{Checkpoint, Weights};
 
 /// What [`AltClipModel::forward`] returns (`AltCLIPOutput`).
 #[derive(Debug, Clone)]
@@ -77,7 +77,10 @@ impl AltClipModel {
     pub fn from_dir(dir: impl AsRef<Path>, dtype: DType, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg = AltClipConfig::from_file(dir.join("config.json"))?;
-        Self::new(&cfg, &Weights::from_dir(dir, dtype, device)?)
+        let checkpoint = Checkpoint::from_dir(dir)?;
+        // Both towers use (nearly) every tensor: read them all at once, in parallel.
+        checkpoint.preload()?;
+        Self::new(&cfg, &Weights::new(checkpoint, dtype, device))
     }
 
     /// The configuration the model was built with.

@@ -135,6 +135,17 @@ impl Checkpoint {
         })
     }
 
+    /// Reads every tensor of a safetensors checkpoint now, in parallel, instead of one by one as the model asks
+    /// for them; each is then handed out once (a second request reads it again). Worth it when (nearly) all
+    /// tensors will be used, as when building the full model: on 2 cores loading takes about half as long. A
+    /// no-op for other sources.
+    pub fn preload(&self) -> Result<()> {
+        match &self.source {
+            Source::Safetensors(st) => st.preload(),
+            Source::Pth(_) | Source::Tensors(_) => Ok(()),
+        }
+    }
+
     /// Opens a PyTorch zip/pickle checkpoint; tensors are read lazily.
     pub fn from_pytorch(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
@@ -258,6 +269,8 @@ struct SafetensorsFiles {
     files: Vec<SafetensorsFile>,
     /// Tensor name → index into `files`.
     index: HashMap<String, usize>,
+    /// Tensors read ahead by [`Checkpoint::preload`], each handed out (and dropped from here) on first use.
+    preloaded: std::sync::Mutex<HashMap<String, Tensor>>,
 }
 
 struct SafetensorsFile {
@@ -279,7 +292,34 @@ impl SafetensorsFiles {
             }
             files.push(file);
         }
-        Ok(Self { files, index })
+        Ok(Self {
+            files,
+            index,
+            preloaded: Default::default(),
+        })
+    }
+
+    /// Reads every floating-point tensor, in parallel (rayon), into the read-ahead cache.
+    fn preload(&self) -> Result<()> {
+        use rayon::prelude::*;
+        let names: Vec<&String> = self
+            .index
+            .keys()
+            .filter(|n| {
+                self.info(n)
+                    .is_some_and(|(_, i)| DType::try_from(i.dtype).is_ok_and(|d| d.is_float()))
+            })
+            .collect();
+        // Largest first, so the two (or more) threads finish together.
+        let mut names = names;
+        names.sort_by_key(|n| std::cmp::Reverse(self.info(n).map_or(0, |(_, i)| i.data_offsets.1 - i.data_offsets.0)));
+        let tensors: Vec<(String, Tensor)> = names
+            .par_iter()
+            .map(|&name| Ok((name.clone(), self.read_uncached(name)?)))
+            .collect::<Result<_>>()?;
+        let mut cache = self.preloaded.lock().unwrap_or_else(|e| e.into_inner());
+        cache.extend(tensors);
+        Ok(())
     }
 
     fn info(&self, name: &str) -> Option<(&SafetensorsFile, &TensorInfo)> {
@@ -288,6 +328,14 @@ impl SafetensorsFiles {
     }
 
     fn read(&self, name: &str) -> Result<Tensor> {
+        let cached = self.preloaded.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        match cached {
+            Some(t) => Ok(t),
+            None => self.read_uncached(name),
+        }
+    }
+
+    fn read_uncached(&self, name: &str) -> Result<Tensor> {
         let (file, info) = self
             .info(name)
             .ok_or_else(|| Error::MissingTensor { name: name.into() })?;
