@@ -18,7 +18,7 @@ mod pseudo_random;
 
 use std::time::Instant;
 
-use altclip::pipeline::parse_quantization;
+use altclip::pipeline::{parse_dtype, parse_quantization};
 use altclip::{AltClipModel, TextBatching};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -202,10 +202,20 @@ fn quant_side(quant: Option<GgmlDType>) -> String {
     }
 }
 
-fn run(dir: &str, reps: usize, mixed: &[usize], only: Option<&str>, quant: Option<GgmlDType>) -> Result<()> {
+fn run(
+    dir: &str,
+    reps: usize,
+    mixed: &[usize],
+    only: Option<&str>,
+    quant: Option<GgmlDType>,
+    dtype: DType,
+) -> Result<()> {
     let device = Device::Cpu;
-    let mut model = AltClipModel::from_dir(dir, DType::F32, &device).context("loading")?;
-    let side = quant_side(quant);
+    let mut model = AltClipModel::from_dir(dir, dtype, &device).context("loading")?;
+    let side = match dtype {
+        DType::F32 => quant_side(quant),
+        other => format!("candle_{}", other.as_str()),
+    };
     if let Some(q) = quant {
         let reference = model.clone();
         let n = model.quantize(q)?;
@@ -217,7 +227,7 @@ fn run(dir: &str, reps: usize, mixed: &[usize], only: Option<&str>, quant: Optio
     for batch in [1usize, 8] {
         let name = format!("vision_b{batch}");
         if wanted(&name) {
-            let px = pixels(batch, &device)?;
+            let px = pixels(batch, &device)?.to_dtype(dtype)?;
             let times = time_reps(reps, || {
                 model.get_image_features(&px, false)?;
                 Ok(())
@@ -278,11 +288,12 @@ fn main() -> Result<()> {
                 .map(|s| s.parse::<usize>().context("mixed lengths"))
                 .collect::<Result<Vec<_>>>()?;
             let quant = parse_quantization(&std::env::var("ALTCLIP_BENCH_QUANTIZE").unwrap_or_default())?;
-            run(&args[1], reps, &mixed, args.get(4).map(String::as_str), quant)
+            let dtype = parse_dtype(&std::env::var("ALTCLIP_BENCH_DTYPE").unwrap_or_else(|_| "f32".into()))?;
+            run(&args[1], reps, &mixed, args.get(4).map(String::as_str), quant, dtype)
         }
         _ => bail!(
             "usage: bench_side_by_side gemm | load <dir> | run <dir> <reps> <lengths> [workloads] \
-             ($ALTCLIP_BENCH_QUANTIZE=q8_0|q4k|...: quantized model)"
+             ($ALTCLIP_BENCH_QUANTIZE=q8_0|q4k|...: quantized model; $ALTCLIP_BENCH_DTYPE=f16|bf16)"
         ),
     }
 }

@@ -167,6 +167,7 @@ def main():
     p.add_argument("--onnx-dir", default=None,
                    help="ONNX Runtime column: the output of `scripts/bench_onnx.py export <model_dir> <onnx_dir>`")
     p.add_argument("--quantize", default=None, help="also time quantized candle models, e.g. q8_0,q4k")
+    p.add_argument("--half", default=None, help="also time candle in these dtypes, e.g. bf16,f16")
     p.add_argument("--from-json", default=None, help="only print the table of an earlier --json")
     p.add_argument("--baseline-label", default="candle before",
                    help="column name for $ALTCLIP_BENCH_BASELINE_BIN's results (e.g. 'candle, pure Rust GEMM')")
@@ -188,6 +189,9 @@ def main():
     for q in (a.quantize or "").split(","):
         if q:
             results += json_lines([rust_binary()] + run_args, dict(rust_env(a.threads), ALTCLIP_BENCH_QUANTIZE=q))
+    for d in (a.half or "").split(","):
+        if d:
+            results += json_lines([rust_binary()] + run_args, dict(rust_env(a.threads), ALTCLIP_BENCH_DTYPE=d))
     before = os.environ.get("ALTCLIP_BENCH_BASELINE_BIN")
     if before:  # another build of the example (older, or other features), its column named by --baseline-label
         for r in json_lines([before] + run_args, rust_env(a.threads)):
@@ -233,7 +237,7 @@ def report(results, mixed, a):
             ("text_mixed", f"mixed captions ×{len(mixed)}, padded", "text_mixed_padded", "text_mixed_padded"),
             ("text_mixed", f"mixed captions ×{len(mixed)}, candle length-bucketed", "text_mixed_padded",
              "text_mixed_bucketed")]
-    quant = sorted({side for side, _ in by if side.startswith("candle_")})
+    quant = sorted({side for side, _ in by if side.startswith("candle_")})  # quantized and f16/bf16 runs
     extra = [s for s in ("onnx", "before") if any(side == s for side, _ in by)]
     names = {"onnx": "ONNX Runtime", "before": a.baseline_label}
     print("| workload | PyTorch s/item | " + "".join(f"{names[s]} s/item | " for s in extra)
