@@ -259,7 +259,12 @@ fn run(
         let batching = TextBatching::default();
         let padded = model.get_text_features(&ids, Some(&mask))?;
         let bucketed = model.get_text_features_batched(&texts, 1, &batching)?;
-        let diff = (padded - &bucketed)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let diff = (padded - &bucketed)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_dtype(DType::F32)?
+            .to_scalar::<f32>()?;
         let passes = batching.plan(mixed)?.len();
         eprintln!("bucketed ({passes} passes) vs padded text features: max |diff| {diff:e}");
         let times = time_reps(reps, || {

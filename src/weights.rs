@@ -302,7 +302,7 @@ impl SafetensorsFiles {
     /// Reads every floating-point tensor, in parallel (rayon), into the read-ahead cache.
     fn preload(&self) -> Result<()> {
         use rayon::prelude::*;
-        let names: Vec<&String> = self
+        let mut names: Vec<&String> = self
             .index
             .keys()
             .filter(|n| {
@@ -311,7 +311,6 @@ impl SafetensorsFiles {
             })
             .collect();
         // Largest first, so the two (or more) threads finish together.
-        let mut names = names;
         names.sort_by_key(|n| std::cmp::Reverse(self.info(n).map_or(0, |(_, i)| i.data_offsets.1 - i.data_offsets.0)));
         let tensors: Vec<(String, Tensor)> = names
             .par_iter()
