@@ -25,7 +25,6 @@ into its vocabulary; each line's "shape" says what actually ran. Needs `pip inst
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 import warnings
@@ -34,7 +33,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from bench_side_by_side import mixed_lengths, text_batch, time_reps  # noqa: E402  (stdlib-only imports)
+from bench_side_by_side import mixed_lengths, peak_rss_bytes, text_batch, time_reps  # noqa: E402  (stdlib-only imports)
 
 IMAGE, TEXT, INFO = "image_features.onnx", "text_features.onnx", "export_info.json"
 
@@ -221,7 +220,7 @@ def load_probe(onnx_dir, threads):
     image_session = time.perf_counter() - t_img
     image.run(None, feed_image)
     first_image = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = peak_rss_bytes()
     print(json.dumps(dict(side="onnx", workload="load", load_s=text_session + image_session,
                           text_session_s=text_session, first_text_s=first_text, first_image_s=first_image,
                           peak_rss=rss)))

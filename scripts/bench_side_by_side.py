@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -77,6 +76,17 @@ def cargo_example(args, threads, features=None):
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
+def peak_rss_bytes():
+    """This process's peak RSS (`VmHWM`), as the Rust side measures it. Not `getrusage().ru_maxrss`: on Linux that
+    carries the parent's RSS at fork time over exec, so a probe spawned by a process holding a model would report
+    the parent's peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def torch_load_probe(model_dir, threads):
     """Run in a fresh process: from_pretrained to first text embedding, then first image; peak RSS."""
     import torch
@@ -92,7 +102,7 @@ def torch_load_probe(model_dir, threads):
         first_text = time.perf_counter() - t
         model.get_image_features(pixel_values=torch.rand(1, 3, 224, 224) * 2 - 1)
         first_image = time.perf_counter() - t
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = peak_rss_bytes()
     print(json.dumps(dict(side="torch", workload="load", load_s=loaded, first_text_s=first_text,
                           first_image_s=first_image, peak_rss=rss)))
 
