@@ -9,14 +9,17 @@ use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::weights::Weights;
 
+/// A projection's weight, (out, in): as loaded, or in a GGML block format after [`Linear::quantize`].
+#[derive(Debug, Clone)]
+enum Weight {
+    Dense(Tensor),
+    Quantized(QMatMul),
+}
+
 /// `y = x Wᵀ + b` over the last dimension, for inputs of any rank.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
-    /// The weight in a GGML block format, used instead of `weight` once [`Linear::quantize`] ran (then `weight`
-    /// is dropped to a 0-element placeholder).
-    quantized: Option<QMatMul>,
-    out_dim: usize,
+    weight: Weight,
     bias: Option<Tensor>,
     /// The f32 bias as a host slice, for the fused CPU kernels (only when the weights live on the CPU in f32).
     bias_cpu: Option<Arc<[f32]>>,
@@ -40,9 +43,7 @@ impl Linear {
     pub fn load(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
         let bias = w.get(out_dim, "bias")?;
         Ok(Self {
-            weight: w.get((out_dim, in_dim), "weight")?,
-            quantized: None,
-            out_dim,
+            weight: Weight::Dense(w.get((out_dim, in_dim), "weight")?),
             bias_cpu: host_f32(&bias),
             bias: Some(bias),
         })
@@ -51,9 +52,7 @@ impl Linear {
     /// Loads a bias-free projection (`weight` only).
     pub fn load_no_bias(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
         Ok(Self {
-            weight: w.get((out_dim, in_dim), "weight")?,
-            quantized: None,
-            out_dim,
+            weight: Weight::Dense(w.get((out_dim, in_dim), "weight")?),
             bias: None,
             bias_cpu: None,
         })
@@ -62,55 +61,60 @@ impl Linear {
     /// Concatenates several projections of the same input into one (rows stacked in order). Only before
     /// quantization.
     pub fn fuse(parts: &[Linear]) -> Result<Self> {
-        if parts.iter().any(|p| p.quantized.is_some()) {
-            return Err(Error::InvalidArgument {
-                argument: "parts",
-                reason: "quantized projections cannot be fused; fuse first, then quantize".into(),
-            });
-        }
-        let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
+        let weights = parts
+            .iter()
+            .map(|p| match &p.weight {
+                Weight::Dense(t) => Ok(t),
+                Weight::Quantized(_) => Err(Error::InvalidArgument {
+                    argument: "parts",
+                    reason: "quantized projections cannot be fused; fuse first, then quantize".into(),
+                }),
+            })
+            .collect::<Result<Vec<&Tensor>>>()?;
         let biases: Option<Vec<&Tensor>> = parts.iter().map(|p| p.bias.as_ref()).collect();
         let bias = biases.map(|b| Tensor::cat(&b, 0)).transpose()?;
-        let weight = Tensor::cat(&weights, 0)?;
         Ok(Self {
-            out_dim: weight.dims()[0],
-            weight,
-            quantized: None,
+            weight: Weight::Dense(Tensor::cat(&weights, 0)?),
             bias_cpu: bias.as_ref().and_then(host_f32),
             bias,
         })
     }
 
+    /// The weight's (out, in) dims, in either form.
+    fn weight_dims(&self) -> &[usize] {
+        match &self.weight {
+            Weight::Dense(t) | Weight::Quantized(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims(),
+            Weight::Quantized(QMatMul::QTensor(q)) => q.shape().dims(),
+        }
+    }
+
     /// Output width.
     pub fn out_dim(&self) -> usize {
-        self.out_dim
+        self.weight_dims().first().copied().unwrap_or(0)
     }
 
     /// Input width.
     pub fn in_dim(&self) -> usize {
-        match &self.quantized {
-            Some(QMatMul::QTensor(q)) => q.shape().dims().last().copied().unwrap_or(0),
-            Some(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims().last().copied().unwrap_or(0),
-            None => self.weight.dims().last().copied().unwrap_or(0),
-        }
+        self.weight_dims().last().copied().unwrap_or(0)
     }
 
     /// Whether the weight is held in a quantized format.
     pub fn is_quantized(&self) -> bool {
-        self.quantized.is_some()
+        matches!(self.weight, Weight::Quantized(_))
     }
 
     /// Replaces the f32 weight by its `dtype` block quantization (candle's k-quants / GGML formats), used by
     /// every later forward on the CPU; the bias stays f32. Returns `false` and changes nothing when the input
     /// width is not a multiple of the format's block size (32 for Q8_0/Q4_0, 256 for the k-quants).
     pub fn quantize(&mut self, dtype: GgmlDType) -> Result<bool> {
-        if self.quantized.is_some() || !self.in_dim().is_multiple_of(dtype.block_size()) {
+        let Weight::Dense(weight) = &self.weight else {
+            return Ok(false);
+        };
+        if !self.in_dim().is_multiple_of(dtype.block_size()) {
             return Ok(false);
         }
-        let weight = self.weight.to_dtype(DType::F32)?;
-        let q = QTensor::quantize(&weight, dtype)?;
-        self.quantized = Some(QMatMul::from_qtensor(q)?);
-        self.weight = Tensor::zeros(0, self.weight.dtype(), self.weight.device())?;
+        let q = QTensor::quantize(&weight.to_dtype(DType::F32)?, dtype)?;
+        self.weight = Weight::Quantized(QMatMul::from_qtensor(q)?);
         Ok(true)
     }
 
@@ -126,12 +130,12 @@ impl Linear {
         let (lead, last) = dims.split_at(dims.len().saturating_sub(1));
         let rows: usize = lead.iter().product();
         let x2 = x.reshape((rows, last.first().copied().unwrap_or(1)))?;
-        let mut y = match &self.quantized {
+        let mut y = match &self.weight {
+            Weight::Dense(w) => x2.matmul(&w.t()?)?,
             // candle's quantized matmul quantizes the activations to 8 bits per row, then integer dot products.
-            Some(q) => q
+            Weight::Quantized(q) => q
                 .forward(&x2.to_dtype(DType::F32)?.contiguous()?)?
                 .to_dtype(x.dtype())?,
-            None => x2.matmul(&self.weight.t()?)?,
         };
         let fused = match act {
             None => Some(cpu::Act::None),
