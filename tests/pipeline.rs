@@ -122,18 +122,11 @@ fn embed_example_json_matches_transformers() {
     embed_example::run(&args, &mut Vec::new()).unwrap();
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(doc["dim"], 24);
-    let images: Vec<Vec<f32>> = doc["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| matrix(&Value::Array(vec![i["embedding"].clone()])).remove(0))
-        .collect();
-    let texts: Vec<Vec<f32>> = doc["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| matrix(&Value::Array(vec![i["embedding"].clone()])).remove(0))
-        .collect();
+    let embeddings = |key: &str| -> Vec<Vec<f32>> {
+        let rows = doc[key].as_array().unwrap();
+        matrix(&Value::Array(rows.iter().map(|i| i["embedding"].clone()).collect()))
+    };
+    let (images, texts) = (embeddings("images"), embeddings("texts"));
     let di = max_diff(&images, &matrix(&e["image_embeds"]));
     let dt = max_diff(&texts, &matrix(&e["text_embeds"]));
     let dl = max_diff(&matrix(&doc["logits_per_image"]), &matrix(&e["logits_per_image"]));
