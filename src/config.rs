@@ -234,7 +234,7 @@ impl AltClipConfig {
     /// `text_config` / `vision_config`: the dict, completed with defaults, replaces the section. Unknown keys are
     /// ignored.
     pub fn from_json_str(json: &str) -> Result<Self> {
-        Self::from_json_named(json, "config.json")
+        Self::from_json_named(json, crate::files::CONFIG_FILE)
     }
 
     fn from_json_named(json: &str, what: &str) -> Result<Self> {
@@ -401,7 +401,7 @@ impl AltClipVisionConfig {
 
 /// Reads `dir/config.json` as a JSON value, returning it with its path.
 fn read_config_value(dir: &Path) -> Result<(serde_json::Value, std::path::PathBuf)> {
-    let path = dir.join("config.json");
+    let path = dir.join(crate::files::CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     let value = serde_json::from_str(&text).map_err(|source| Error::Json {
         what: path.display().to_string(),

@@ -57,30 +57,12 @@ use hf_hub::api::sync::{ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::{Error, Result};
+use crate::files::{
+    CONFIG_FILE, PREPROCESSOR_CONFIG_FILE, PROCESSOR_FILES, PYTORCH_FILE, SAFETENSORS_FILE, SAFETENSORS_INDEX,
+    SENTENCEPIECE_FILE, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE,
+};
 use crate::model::AltClipModel;
-use crate::weights::{shards_from_index, WeightFiles, PYTORCH_FILE, SAFETENSORS_FILE, SAFETENSORS_INDEX};
-
-/// The model configuration, required.
-pub const CONFIG_FILE: &str = "config.json";
-/// The image processor's configuration (optional).
-pub const PREPROCESSOR_CONFIG_FILE: &str = "preprocessor_config.json";
-/// The fast tokenizer (optional).
-pub const TOKENIZER_FILE: &str = "tokenizer.json";
-/// The tokenizer's configuration (optional).
-pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
-/// The special tokens map (optional).
-pub const SPECIAL_TOKENS_MAP_FILE: &str = "special_tokens_map.json";
-/// XLM-R's SentencePiece model (optional).
-pub const SENTENCEPIECE_FILE: &str = "sentencepiece.bpe.model";
-
-/// The optional processor files fetched along with the model, when the repository has them.
-pub const PROCESSOR_FILES: [&str; 5] = [
-    PREPROCESSOR_CONFIG_FILE,
-    TOKENIZER_FILE,
-    TOKENIZER_CONFIG_FILE,
-    SPECIAL_TOKENS_MAP_FILE,
-    SENTENCEPIECE_FILE,
-];
+use crate::weights::{shards_from_index, CheckpointFiles};
 
 /// How [`resolve`] finds a model: revision, cache, progress bars, token and offline mode.
 ///
@@ -309,7 +291,7 @@ pub struct ModelFiles {
     source: ModelSource,
     dir: PathBuf,
     config: PathBuf,
-    weights: WeightFiles,
+    weights: CheckpointFiles,
     processor: Vec<(&'static str, PathBuf)>,
 }
 
@@ -344,7 +326,7 @@ impl ModelFiles {
     }
 
     /// The weight files.
-    pub fn weights(&self) -> &WeightFiles {
+    pub fn weights(&self) -> &CheckpointFiles {
         &self.weights
     }
 
@@ -445,7 +427,7 @@ fn from_local_dir(repo_id: &str, dir: &Path) -> Result<ModelFiles> {
         source: ModelSource::LocalDir,
         dir: dir.to_path_buf(),
         config,
-        weights: WeightFiles::find(dir)?,
+        weights: CheckpointFiles::find(dir)?,
         processor: ModelFiles::processor_in(dir),
     })
 }
@@ -540,7 +522,7 @@ impl CacheRepo<'_> {
         if !config.is_file() {
             return Err(self.missing(CONFIG_FILE));
         }
-        let weights = match WeightFiles::find(&dir) {
+        let weights = match CheckpointFiles::find(&dir) {
             Ok(w) => w,
             Err(Error::NoWeights { .. }) => {
                 return Err(self.missing(format!(
@@ -549,7 +531,7 @@ impl CacheRepo<'_> {
             }
             Err(e) => return Err(e),
         };
-        if let WeightFiles::Safetensors(shards) = &weights {
+        if let CheckpointFiles::Safetensors(shards) = &weights {
             if let Some(absent) = shards.iter().find(|p| !p.is_file()) {
                 let name = absent.strip_prefix(&dir).unwrap_or(absent);
                 return Err(self.missing(name.display().to_string()));
@@ -690,11 +672,11 @@ fn resolve_online(cache: &CacheRepo<'_>, opts: &HubOptions, env: &HubEnv) -> Res
                 .unwrap_or_else(|_| shard.to_string_lossy().into_owned());
             shards.push(fetch(&name)?);
         }
-        WeightFiles::Safetensors(shards)
+        CheckpointFiles::Safetensors(shards)
     } else if listed.contains(SAFETENSORS_FILE) {
-        WeightFiles::Safetensors(vec![fetch(SAFETENSORS_FILE)?])
+        CheckpointFiles::Safetensors(vec![fetch(SAFETENSORS_FILE)?])
     } else if listed.contains(PYTORCH_FILE) {
-        WeightFiles::Pytorch(fetch(PYTORCH_FILE)?)
+        CheckpointFiles::Pytorch(fetch(PYTORCH_FILE)?)
     } else {
         return Err(absent(
             SAFETENSORS_FILE,

@@ -35,6 +35,7 @@
 pub mod batching;
 pub mod config;
 pub mod error;
+pub mod files;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod model;
@@ -58,7 +59,7 @@ pub use processor::AltClipProcessor;
 pub use retrieval::{EmbeddingIndex, Hit};
 pub use text_model::{AltClipTextModel, TextModelOutput};
 pub use vision_model::{AltClipVisionModel, VisionModelOutput};
-pub use weights::{Checkpoint, WeightFiles, Weights};
+pub use weights::{Checkpoint, CheckpointFiles, CheckpointView};
 pub use zero_shot::{LabelScore, ZeroShotClassifier};
 
 /// The README's Rust examples, compiled as doctests.

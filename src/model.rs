@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::nn::Linear;
 use crate::text_model::{AltClipTextModel, TextModelOutput, TEXT_PREFIX};
 use crate::vision_model::{AltClipVisionModel, VisionModelOutput, VISION_PREFIX};
-use crate::weights::{Checkpoint, Weights};
+use crate::weights::{Checkpoint, CheckpointView};
 
 /// What [`AltClipModel::forward`] returns (`AltCLIPOutput`).
 #[derive(Debug, Clone)]
@@ -59,7 +59,7 @@ pub struct AltClipModel {
 impl AltClipModel {
     /// Builds the model from weights rooted at a full checkpoint (`text_model.*`, `vision_model.*`,
     /// `text_projection.weight`, `visual_projection.weight`, `logit_scale`).
-    pub fn new(cfg: &AltClipConfig, w: &Weights) -> Result<Self> {
+    pub fn new(cfg: &AltClipConfig, w: &CheckpointView) -> Result<Self> {
         cfg.validate()?;
         let p = cfg.projection_dim;
         Ok(Self {
@@ -76,11 +76,11 @@ impl AltClipModel {
     /// `pytorch_model.bin`.
     pub fn from_dir(dir: impl AsRef<Path>, dtype: DType, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
-        let cfg = AltClipConfig::from_file(dir.join("config.json"))?;
+        let cfg = AltClipConfig::from_file(dir.join(crate::files::CONFIG_FILE))?;
         let checkpoint = Checkpoint::from_dir(dir)?;
         // Both towers use (nearly) every tensor: read them all at once, in parallel.
         checkpoint.preload()?;
-        Self::new(&cfg, &Weights::new(checkpoint, dtype, device))
+        Self::new(&cfg, &CheckpointView::new(checkpoint, dtype, device))
     }
 
     /// The configuration the model was built with.
@@ -133,7 +133,7 @@ impl AltClipModel {
     }
 
     /// Projected text features of unpadded token id lists (`<s> … </s>` each, as
-    /// [`crate::processor::TextProcessor::encode_unpadded`] returns them), (texts, projection_dim) in input order.
+    /// [`crate::processor::text::TextProcessor::encode_unpadded`] returns them), (texts, projection_dim) in input order.
     ///
     /// The texts are grouped by `batching` (sorted by length, see [`TextBatching`]) and each group runs padded on
     /// the right with `pad_token_id` to its own longest text, instead of everything to the longest one.

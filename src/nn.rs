@@ -7,7 +7,7 @@ use candle_core::{DType, Module, Tensor, D};
 
 use crate::config::Activation;
 use crate::error::{Error, Result};
-use crate::weights::Weights;
+use crate::weights::CheckpointView;
 
 /// A projection's weight, (out, in): as loaded, or in a GGML block format after [`Linear::quantize`].
 #[derive(Debug, Clone)]
@@ -40,7 +40,7 @@ fn fused_cpu(x: &Tensor) -> bool {
 
 impl Linear {
     /// Loads `weight` (out, in) and `bias` (out) under `w`'s prefix.
-    pub fn load(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
+    pub fn load(w: &CheckpointView, in_dim: usize, out_dim: usize) -> Result<Self> {
         let bias = w.get(out_dim, "bias")?;
         Ok(Self {
             weight: Weight::Dense(w.get((out_dim, in_dim), "weight")?),
@@ -50,7 +50,7 @@ impl Linear {
     }
 
     /// Loads a bias-free projection (`weight` only).
-    pub fn load_no_bias(w: &Weights, in_dim: usize, out_dim: usize) -> Result<Self> {
+    pub fn load_no_bias(w: &CheckpointView, in_dim: usize, out_dim: usize) -> Result<Self> {
         Ok(Self {
             weight: Weight::Dense(w.get((out_dim, in_dim), "weight")?),
             bias: None,
@@ -185,7 +185,7 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     /// Loads `weight` and `bias` (dim) under `w`'s prefix; they are kept in f32.
-    pub fn load(w: &Weights, dim: usize, eps: f64) -> Result<Self> {
+    pub fn load(w: &CheckpointView, dim: usize, eps: f64) -> Result<Self> {
         let weight = w.get_f32(dim, "weight")?;
         let bias = w.get_f32(dim, "bias")?;
         let host = host_f32(&weight).zip(host_f32(&bias));

@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{tower_config_from_dir, AltClipTextConfig};
 use crate::error::{Error, Result};
 use crate::nn::{FeedForward, LayerNorm, Linear, SelfAttention};
-use crate::weights::Weights;
+use crate::weights::CheckpointView;
 
 /// Word, position and token-type embeddings followed by layer norm (`AltRobertaEmbeddings`).
 #[derive(Debug, Clone)]
@@ -23,7 +23,7 @@ struct TextEmbeddings {
 }
 
 impl TextEmbeddings {
-    fn load(w: &Weights, cfg: &AltClipTextConfig) -> Result<Self> {
+    fn load(w: &CheckpointView, cfg: &AltClipTextConfig) -> Result<Self> {
         let h = cfg.hidden_size;
         let token_type = w.get((cfg.type_vocab_size, h), "token_type_embeddings.weight")?;
         Ok(Self {
@@ -59,7 +59,7 @@ impl TextLayer {
         Ok(self.attention.quantize(dtype)? + self.ffn.quantize(dtype)?)
     }
 
-    fn load(w: &Weights, cfg: &AltClipTextConfig) -> Result<Self> {
+    fn load(w: &CheckpointView, cfg: &AltClipTextConfig) -> Result<Self> {
         let h = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
         let sa = w.pp("attention.self");
@@ -117,7 +117,7 @@ pub const TEXT_PREFIX: &str = "text_model";
 
 impl AltClipTextModel {
     /// Builds the tower from weights rooted at the tower (names `roberta.*`, `pre_LN.*`, `transformation.*`).
-    pub fn new(cfg: &AltClipTextConfig, w: &Weights) -> Result<Self> {
+    pub fn new(cfg: &AltClipTextConfig, w: &CheckpointView) -> Result<Self> {
         cfg.validate()?;
         let roberta = w.pp("roberta");
         let layers = (0..cfg.num_hidden_layers)
@@ -140,7 +140,7 @@ impl AltClipTextModel {
     }
 
     /// Builds the tower from either a full AltCLIP checkpoint (under `text_model.`) or its own.
-    pub fn load(cfg: &AltClipTextConfig, w: &Weights) -> Result<Self> {
+    pub fn load(cfg: &AltClipTextConfig, w: &CheckpointView) -> Result<Self> {
         if w.contains(&format!("{TEXT_PREFIX}.transformation.weight")) {
             Self::new(cfg, &w.pp(TEXT_PREFIX))
         } else {
@@ -152,7 +152,7 @@ impl AltClipTextModel {
     pub fn from_dir(dir: impl AsRef<Path>, dtype: DType, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg = tower_config_from_dir(dir, |c| c.text_config, AltClipTextConfig::validate)?;
-        Self::load(&cfg, &Weights::from_dir(dir, dtype, device)?)
+        Self::load(&cfg, &CheckpointView::from_dir(dir, dtype, device)?)
     }
 
     /// The configuration the tower was built with.

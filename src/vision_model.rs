@@ -12,7 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{tower_config_from_dir, AltClipVisionConfig};
 use crate::error::{Error, Result};
 use crate::nn::{FeedForward, LayerNorm, Linear, SelfAttention};
-use crate::weights::Weights;
+use crate::weights::CheckpointView;
 
 /// Patch, class and position embeddings (`AltCLIPVisionEmbeddings`).
 #[derive(Debug, Clone)]
@@ -25,7 +25,7 @@ struct VisionEmbeddings {
 }
 
 impl VisionEmbeddings {
-    fn load(w: &Weights, cfg: &AltClipVisionConfig) -> Result<Self> {
+    fn load(w: &CheckpointView, cfg: &AltClipVisionConfig) -> Result<Self> {
         let (h, c, p) = (cfg.hidden_size, cfg.num_channels, cfg.patch_size);
         let conv = w.get((h, c, p, p), "patch_embedding.weight")?;
         Ok(Self {
@@ -145,7 +145,7 @@ impl VisionLayer {
         Ok(self.attention.quantize(dtype)? + self.mlp.quantize(dtype)?)
     }
 
-    fn load(w: &Weights, cfg: &AltClipVisionConfig) -> Result<Self> {
+    fn load(w: &CheckpointView, cfg: &AltClipVisionConfig) -> Result<Self> {
         let h = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
         let sa = w.pp("self_attn");
@@ -200,7 +200,7 @@ pub const VISION_PREFIX: &str = "vision_model";
 
 impl AltClipVisionModel {
     /// Builds the tower from weights rooted at the tower (`embeddings.*`, `pre_layrnorm.*`, `encoder.*`, ...).
-    pub fn new(cfg: &AltClipVisionConfig, w: &Weights) -> Result<Self> {
+    pub fn new(cfg: &AltClipVisionConfig, w: &CheckpointView) -> Result<Self> {
         cfg.validate()?;
         let h = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
@@ -225,7 +225,7 @@ impl AltClipVisionModel {
 
     /// Builds the tower from a checkpoint holding it under `vision_model.` (a full AltCLIP checkpoint or an
     /// `AltCLIPVisionModel` one), or at the root.
-    pub fn load(cfg: &AltClipVisionConfig, w: &Weights) -> Result<Self> {
+    pub fn load(cfg: &AltClipVisionConfig, w: &CheckpointView) -> Result<Self> {
         if w.contains(&format!("{VISION_PREFIX}.post_layernorm.weight")) {
             Self::new(cfg, &w.pp(VISION_PREFIX))
         } else {
@@ -237,7 +237,7 @@ impl AltClipVisionModel {
     pub fn from_dir(dir: impl AsRef<Path>, dtype: DType, device: &Device) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg = tower_config_from_dir(dir, |c| c.vision_config, AltClipVisionConfig::validate)?;
-        Self::load(&cfg, &Weights::from_dir(dir, dtype, device)?)
+        Self::load(&cfg, &CheckpointView::from_dir(dir, dtype, device)?)
     }
 
     /// The configuration the tower was built with.

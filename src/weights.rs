@@ -10,13 +10,7 @@ use candle_core::{DType, Device, Shape, Tensor};
 use safetensors::tensor::{Metadata, TensorInfo};
 
 use crate::error::{Error, Result};
-
-/// File names looked for in a model directory, in order of preference.
-pub const SAFETENSORS_INDEX: &str = "model.safetensors.index.json";
-/// Single-file safetensors checkpoint.
-pub const SAFETENSORS_FILE: &str = "model.safetensors";
-/// PyTorch pickle checkpoint (the only weights on BAAI/AltCLIP's main branch).
-pub const PYTORCH_FILE: &str = "pytorch_model.bin";
+use crate::files::{PYTORCH_FILE, SAFETENSORS_FILE, SAFETENSORS_INDEX};
 
 enum Source {
     Safetensors(SafetensorsFiles),
@@ -44,28 +38,28 @@ impl std::fmt::Debug for Checkpoint {
 
 /// The checkpoint files found in a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WeightFiles {
+pub enum CheckpointFiles {
     /// One or more safetensors files (several when sharded).
     Safetensors(Vec<PathBuf>),
     /// A PyTorch pickle (`pytorch_model.bin`).
     Pytorch(PathBuf),
 }
 
-impl WeightFiles {
+impl CheckpointFiles {
     /// Finds the weights in `dir`: a sharded safetensors index, then `model.safetensors`, then `pytorch_model.bin`.
     pub fn find(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let index = dir.join(SAFETENSORS_INDEX);
         if index.is_file() {
-            return Ok(WeightFiles::Safetensors(shards_from_index(&index)?));
+            return Ok(CheckpointFiles::Safetensors(shards_from_index(&index)?));
         }
         let single = dir.join(SAFETENSORS_FILE);
         if single.is_file() {
-            return Ok(WeightFiles::Safetensors(vec![single]));
+            return Ok(CheckpointFiles::Safetensors(vec![single]));
         }
         let bin = dir.join(PYTORCH_FILE);
         if bin.is_file() {
-            return Ok(WeightFiles::Pytorch(bin));
+            return Ok(CheckpointFiles::Pytorch(bin));
         }
         Err(Error::NoWeights { dir: dir.into() })
     }
@@ -108,16 +102,16 @@ pub fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
 }
 
 impl Checkpoint {
-    /// Opens the weights found in a model directory (see [`WeightFiles::find`]).
+    /// Opens the weights found in a model directory (see [`CheckpointFiles::find`]).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::open(&WeightFiles::find(dir)?)
+        Self::open(&CheckpointFiles::find(dir)?)
     }
 
     /// Opens the given files.
-    pub fn open(files: &WeightFiles) -> Result<Self> {
+    pub fn open(files: &CheckpointFiles) -> Result<Self> {
         match files {
-            WeightFiles::Safetensors(paths) => Self::from_safetensors(paths),
-            WeightFiles::Pytorch(path) => Self::from_pytorch(path),
+            CheckpointFiles::Safetensors(paths) => Self::from_safetensors(paths),
+            CheckpointFiles::Pytorch(path) => Self::from_pytorch(path),
         }
     }
 
@@ -455,20 +449,20 @@ fn read_exact_at(file: &std::fs::File, mut buf: &mut [u8], mut offset: u64) -> s
 /// A view of a [`Checkpoint`] under a name prefix, with the dtype and device tensors are loaded to: this crate's
 /// counterpart of candle's `VarBuilder`, returning typed errors.
 #[derive(Debug, Clone)]
-pub struct Weights {
+pub struct CheckpointView {
     checkpoint: Arc<Checkpoint>,
     prefix: String,
     dtype: DType,
     device: Device,
 }
 
-impl Weights {
+impl CheckpointView {
     /// Loads tensors from `checkpoint` as `dtype` on `device`.
     pub fn new(checkpoint: Checkpoint, dtype: DType, device: &Device) -> Self {
         Self::from_shared(Arc::new(checkpoint), dtype, device)
     }
 
-    /// Like [`Weights::new`], sharing an already opened checkpoint.
+    /// Like [`CheckpointView::new`], sharing an already opened checkpoint.
     pub fn from_shared(checkpoint: Arc<Checkpoint>, dtype: DType, device: &Device) -> Self {
         Self {
             checkpoint,

@@ -15,7 +15,7 @@ use altclip::hub::{
     cache_dir_from_env, is_commit_hash, is_true, repo_folder_name, resolve, resolve_with_env, HubEnv, HubOptions,
     ModelFiles, ModelSource,
 };
-use altclip::{AltClipModel, Error, WeightFiles};
+use altclip::{AltClipModel, CheckpointFiles, Error};
 use candle_core::{DType, Device, Tensor};
 
 const REPO: &str = "test-org/tiny-altclip";
@@ -97,7 +97,7 @@ fn offline_single_safetensors_matches_fixture() {
     assert_eq!(files.config(), snapshot.join("config.json"));
     assert_eq!(
         files.weights(),
-        &WeightFiles::Safetensors(vec![snapshot.join("model.safetensors")])
+        &CheckpointFiles::Safetensors(vec![snapshot.join("model.safetensors")])
     );
     assert_eq!(files.tokenizer(), Some(snapshot.join("tokenizer.json").as_path()));
     assert_eq!(files.preprocessor_config(), None);
@@ -180,7 +180,7 @@ fn offline_sharded_layout() {
     let tmp = tempfile::tempdir().unwrap();
     let snapshot = make_cache(tmp.path(), "sharded", COMMIT, Some("main"));
     let files = resolve_with_env(REPO, &HubOptions::default(), &offline_env(tmp.path())).unwrap();
-    let WeightFiles::Safetensors(shards) = files.weights() else {
+    let CheckpointFiles::Safetensors(shards) = files.weights() else {
         panic!("expected safetensors, got {:?}", files.weights());
     };
     assert_eq!(shards.len(), 3);
@@ -195,7 +195,7 @@ fn offline_pytorch_bin_fallback() {
     let files = resolve_with_env(REPO, &HubOptions::default(), &offline_env(tmp.path())).unwrap();
     assert_eq!(
         files.weights(),
-        &WeightFiles::Pytorch(snapshot.join("pytorch_model.bin"))
+        &CheckpointFiles::Pytorch(snapshot.join("pytorch_model.bin"))
     );
     assert_same_model(&files, "hub_bin");
 }
@@ -332,7 +332,7 @@ fn local_directory_is_used_as_is() {
     assert_eq!(files.dir(), dir);
     assert_eq!(files.source(), &ModelSource::LocalDir);
     assert_eq!(files.commit(), None);
-    assert!(matches!(files.weights(), WeightFiles::Safetensors(s) if s.len() == 3));
+    assert!(matches!(files.weights(), CheckpointFiles::Safetensors(s) if s.len() == 3));
     assert_same_model(&files, "sharded");
 
     let empty = tempfile::tempdir().unwrap();
@@ -510,7 +510,7 @@ fn online_download_into_cache_then_offline() {
     let snapshot = tmp.path().join(repo_folder_name(REPO)).join("snapshots").join(COMMIT);
     assert_eq!(files.dir(), snapshot);
     assert_eq!(files.commit(), Some(COMMIT));
-    assert!(matches!(files.weights(), WeightFiles::Safetensors(s) if s.len() == 3));
+    assert!(matches!(files.weights(), CheckpointFiles::Safetensors(s) if s.len() == 3));
     assert_same_model(&files, "sharded");
     // The ref is recorded as huggingface_hub records it, so offline mode finds the snapshot.
     let ref_file = tmp.path().join(repo_folder_name(REPO)).join("refs/main");
@@ -537,7 +537,7 @@ fn online_bin_fallback() {
     let hub = mock_hub("hub_bin");
     let tmp = tempfile::tempdir().unwrap();
     let files = resolve_with_env(REPO, &online_opts(&hub, tmp.path()), &HubEnv::default()).unwrap();
-    assert!(matches!(files.weights(), WeightFiles::Pytorch(_)));
+    assert!(matches!(files.weights(), CheckpointFiles::Pytorch(_)));
     assert_same_model(&files, "hub_bin");
 }
 

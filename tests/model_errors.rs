@@ -194,7 +194,7 @@ fn config_that_disagrees_with_the_weights_is_a_shape_error() {
     .unwrap();
     let mut cfg = AltClipConfig::from_file(fixture("tiny/st/config.json")).unwrap();
     cfg.projection_dim = 32;
-    let w = altclip::Weights::from_dir(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let w = altclip::CheckpointView::from_dir(dir.path(), DType::F32, &Device::Cpu).unwrap();
     match AltClipModel::new(&cfg, &w).unwrap_err() {
         Error::TensorShape { name, expected, got } => {
             assert_eq!(name, "text_projection.weight");

@@ -218,19 +218,19 @@ fn padding_side_does_not_change_position_ids() {
 
 #[test]
 fn preloaded_and_lazily_read_checkpoints_build_identical_models() {
-    use altclip::weights::{Checkpoint, Weights};
+    use altclip::weights::{Checkpoint, CheckpointView};
     use altclip::AltClipConfig;
     for layout in ["st", "sharded"] {
         let dir = fixture(&format!("tiny/{layout}"));
         let cfg = AltClipConfig::from_file(dir.join("config.json")).unwrap();
-        let lazy = AltClipModel::new(&cfg, &Weights::from_dir(&dir, DType::F32, &Device::Cpu).unwrap()).unwrap();
+        let lazy = AltClipModel::new(&cfg, &CheckpointView::from_dir(&dir, DType::F32, &Device::Cpu).unwrap()).unwrap();
         let eager = Checkpoint::from_dir(&dir).unwrap();
         eager.preload().unwrap();
         // A tensor is handed out from the read-ahead once; asking again reads it from the file again.
         let scale = |c: &Checkpoint| c.load("logit_scale", &().into(), DType::F32, &Device::Cpu).unwrap();
         let (first, second) = (scale(&eager), scale(&eager));
         assert_eq!(first.to_scalar::<f32>().unwrap(), second.to_scalar::<f32>().unwrap());
-        let eager = AltClipModel::new(&cfg, &Weights::new(eager, DType::F32, &Device::Cpu)).unwrap();
+        let eager = AltClipModel::new(&cfg, &CheckpointView::new(eager, DType::F32, &Device::Cpu)).unwrap();
         let e = expected();
         let ids = get(&e, "input_ids");
         let mask = get(&e, "attention_mask");

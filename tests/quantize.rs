@@ -8,7 +8,7 @@ mod pseudo_random;
 
 use std::collections::HashMap;
 
-use altclip::weights::{Checkpoint, Weights};
+use altclip::weights::{Checkpoint, CheckpointView};
 use altclip::{AltClipConfig, AltClipModel, Error, TextBatching};
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
@@ -37,7 +37,7 @@ fn random_tensor(name: &str, shape: &[usize], seed: u64) -> Tensor {
 fn random_model(cfg: &AltClipConfig) -> AltClipModel {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for attempt in 0..10_000u64 {
-        let weights = Weights::new(Checkpoint::from_tensors(tensors.clone()), DType::F32, &Device::Cpu);
+        let weights = CheckpointView::new(Checkpoint::from_tensors(tensors.clone()), DType::F32, &Device::Cpu);
         match AltClipModel::new(cfg, &weights) {
             Ok(model) => return model,
             Err(Error::MissingTensor { name }) => {

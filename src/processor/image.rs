@@ -504,7 +504,7 @@ impl ImageProcessorConfig {
     /// Parses `preprocessor_config.json` text ([`Error::Json`] on bad JSON, [`Error::InvalidConfig`] on values
     /// the PIL backend cannot run).
     pub fn from_json_str(text: &str) -> Result<Self> {
-        Self::from_json_named(text, "preprocessor_config.json")
+        Self::from_json_named(text, crate::files::PREPROCESSOR_CONFIG_FILE)
     }
 
     /// Reads and parses a `preprocessor_config.json` file.

@@ -11,11 +11,9 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::Result;
+use crate::files::PREPROCESSOR_CONFIG_FILE;
 use image::{ImageInput, ImageProcessor};
 use text::{Padding, TextProcessor};
-
-/// File name of the image preprocessing configuration.
-pub const PREPROCESSOR_CONFIG: &str = "preprocessor_config.json";
 
 /// Image preprocessing and tokenization for AltCLIP (`AltCLIPProcessor`).
 #[derive(Debug, Clone)]
@@ -46,7 +44,7 @@ impl AltClipProcessor {
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         Ok(Self {
-            image: ImageProcessor::from_file(dir.join(PREPROCESSOR_CONFIG))?,
+            image: ImageProcessor::from_file(dir.join(PREPROCESSOR_CONFIG_FILE))?,
             text: TextProcessor::from_dir(dir)?,
         })
     }

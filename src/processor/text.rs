@@ -47,15 +47,7 @@ use tokenizers::{AddedToken, PostProcessor, Tokenizer, TruncationDirection};
 
 use super::sentencepiece::{validate_precompiled_charsmap, PieceType, SentencePieceModel};
 use crate::error::{Error, Result};
-
-/// File name of a tokenizers serialization.
-pub const TOKENIZER_JSON: &str = "tokenizer.json";
-/// File name of XLM-R's SentencePiece model.
-pub const SENTENCEPIECE_MODEL: &str = "sentencepiece.bpe.model";
-/// File name of the transformers tokenizer configuration.
-pub const TOKENIZER_CONFIG: &str = "tokenizer_config.json";
-/// File name of the (legacy) special tokens map.
-pub const SPECIAL_TOKENS_MAP: &str = "special_tokens_map.json";
+use crate::files::{CONFIG_FILE, SENTENCEPIECE_FILE, SPECIAL_TOKENS_MAP_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE};
 
 /// Largest `tokenizer.json` / config file accepted (XLM-R's tokenizer.json is about 17 MB).
 const MAX_JSON_BYTES: u64 = 1024 * 1024 * 1024;
@@ -235,11 +227,11 @@ impl TokenizerConfig {
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let mut config = Self::default();
-        let path = dir.join(TOKENIZER_CONFIG);
+        let path = dir.join(TOKENIZER_CONFIG_FILE);
         if path.is_file() {
             config.apply_json(&read_json(&path)?, &path.display().to_string(), false)?;
         }
-        let path = dir.join(SPECIAL_TOKENS_MAP);
+        let path = dir.join(SPECIAL_TOKENS_MAP_FILE);
         if config.added_tokens.is_none() && path.is_file() {
             config.apply_json(&read_json(&path)?, &path.display().to_string(), true)?;
         }
@@ -485,8 +477,8 @@ impl TextProcessor {
             ));
         }
         let config = TokenizerConfig::from_dir(dir)?;
-        let json = dir.join(TOKENIZER_JSON);
-        let sp = dir.join(SENTENCEPIECE_MODEL);
+        let json = dir.join(TOKENIZER_FILE);
+        let sp = dir.join(SENTENCEPIECE_FILE);
         let processor = if json.is_file() {
             Self::from_tokenizer_json(&json, config)?
         } else if sp.is_file() {
@@ -494,10 +486,10 @@ impl TextProcessor {
         } else {
             return Err(tok_err(
                 dir.display().to_string(),
-                format!("no tokenizer in the directory: expected {TOKENIZER_JSON} or {SENTENCEPIECE_MODEL}"),
+                format!("no tokenizer in the directory: expected {TOKENIZER_FILE} or {SENTENCEPIECE_FILE}"),
             ));
         };
-        let model_config = dir.join("config.json");
+        let model_config = dir.join(CONFIG_FILE);
         if model_config.is_file() {
             let value = read_json(&model_config)?;
             let mpe = value
@@ -1003,7 +995,7 @@ fn build_xlmr(
 /// The path of the first existing tokenizer file in `dir` (`tokenizer.json`, then `sentencepiece.bpe.model`).
 pub fn find_tokenizer_file(dir: impl AsRef<Path>) -> Option<PathBuf> {
     let dir = dir.as_ref();
-    [TOKENIZER_JSON, SENTENCEPIECE_MODEL]
+    [TOKENIZER_FILE, SENTENCEPIECE_FILE]
         .iter()
         .map(|f| dir.join(f))
         .find(|p| p.is_file())
