@@ -1,6 +1,7 @@
-//! Quantized encoder projections (`AltClipModel::quantize`) against the same model in f32: embedding cosines and
-//! zero-shot top-1 agreement, on a small random model whose widths fit the k-quant blocks (256), and the tiny
-//! fixture, whose widths (48, 36, ...) fit no block and must stay untouched.
+//! Quantized encoder projections (`AltClipModel::quantize`) against the same model in f32: embedding cosines,
+//! similarity changes and zero-shot top-1 agreement on queries with a clear winner, on a small random model whose
+//! widths fit the k-quant blocks (256), and the tiny fixture, whose widths (48, 36, ...) fit no block and must stay
+//! untouched. Every bound must hold on AVX2-only and AVX-512 CPUs alike (see `BOUNDS`).
 
 mod common;
 #[path = "../examples/common/pseudo_random.rs"]
@@ -80,10 +81,48 @@ fn cosines(a: &Tensor, b: &Tensor) -> Vec<f32> {
     (a * b).unwrap().sum(1).unwrap().to_vec1().unwrap()
 }
 
-fn top1(a: &Tensor, b: &Tensor) -> Vec<u32> {
+/// Cosine similarities between the rows of `a` and `b` (each L2-normalised first): (a rows, b rows).
+fn similarities(a: &Tensor, b: &Tensor) -> Vec<Vec<f32>> {
     let a = altclip::model::l2_normalize(a).unwrap();
     let b = altclip::model::l2_normalize(b).unwrap();
-    a.matmul(&b.t().unwrap()).unwrap().argmax(1).unwrap().to_vec1().unwrap()
+    a.matmul(&b.t().unwrap()).unwrap().to_vec2().unwrap()
+}
+
+/// Index of the largest value and its lead over the runner-up.
+fn best_and_margin(row: &[f32]) -> (usize, f32) {
+    let best = (0..row.len()).fold(0, |b, i| if row[i] > row[b] { i } else { b });
+    let second = row
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != best)
+        .fold(f32::NEG_INFINITY, |m, (_, v)| m.max(*v));
+    (best, row[best] - second)
+}
+
+/// Quantized against f32 similarities over a set of queries (rows).
+#[derive(Debug, Default)]
+struct Rankings {
+    /// Largest |quantized − f32| cosine similarity anywhere.
+    max_change: f32,
+    /// Queries whose f32 best match leads the runner-up by at least the margin asked for.
+    clear: usize,
+    /// Of those, how many keep their best match when quantized.
+    kept: usize,
+}
+
+impl Rankings {
+    fn add(&mut self, reference: &[Vec<f32>], quantized: &[Vec<f32>], margin: f32) {
+        for (r, q) in reference.iter().zip(quantized) {
+            for (a, b) in r.iter().zip(q) {
+                self.max_change = self.max_change.max((a - b).abs());
+            }
+            let (best, lead) = best_and_margin(r);
+            if lead >= margin {
+                self.clear += 1;
+                self.kept += usize::from(best_and_margin(q).0 == best);
+            }
+        }
+    }
 }
 
 struct Inputs {
@@ -124,46 +163,95 @@ fn features(model: &AltClipModel, x: &Inputs) -> (Tensor, Tensor) {
     (images, texts)
 }
 
+/// A format's bounds against f32 on the random model below.
+struct Bounds {
+    format: GgmlDType,
+    /// Smallest cosine between an embedding and its f32 counterpart.
+    min_cosine: f32,
+    /// Largest change of any image–text cosine similarity.
+    max_change: f32,
+    /// Queries whose f32 best match leads the runner-up by at least this must keep it (`None`: no ranking check).
+    ranking_margin: Option<f32>,
+}
+
+/// Why these hold on every CPU: candle's AVX2 and AVX-512 VNNI quantized kernels round differently, but by far
+/// less than the quantization error these bound. Measured on an AMD EPYC Zen 3 (AVX2+FMA): worst cosine Q8_0
+/// 0.99984, Q6K 0.99913, Q4K 0.98433 (on an AVX-512 VNNI Xeon: 0.99970, 0.99913, 0.98433); largest similarity
+/// change Q8_0 1.1e-2, Q6K 1.9e-2, Q4K 9.8e-2. Each bound has ≥ 2× headroom over these (Q8_0's worse cosine on
+/// the Xeon implies about 1.4× the change measured here).
+///
+/// The ranking check is the zero-shot claim: a query with a clear winner keeps it. Its margin equals the change
+/// bound, so a flip needs two errors of half the bound in opposite directions (measured flips: only at margins
+/// ≤ 5.6e-3; Q4K checked against Q8_0's margin in a scratch run flips a clear query and fails). It counts only
+/// clear queries because the random model's similarities are nearly tied (most margins are below 1e-2; a trained
+/// model's are not): counting all of them, as this test once did ("≥ 46/48"), depended on which kernel rounded
+/// last. For the k-quants the margin they would need leaves almost no clear query on this model, so they are
+/// bounded by cosine and similarity change only.
+const BOUNDS: [Bounds; 3] = [
+    Bounds {
+        format: GgmlDType::Q8_0,
+        min_cosine: 0.9995,
+        max_change: 2.5e-2,
+        ranking_margin: Some(2.5e-2),
+    },
+    Bounds {
+        format: GgmlDType::Q6K,
+        min_cosine: 0.998,
+        max_change: 5e-2,
+        ranking_margin: None,
+    },
+    Bounds {
+        format: GgmlDType::Q4K,
+        min_cosine: 0.98,
+        max_change: 0.25,
+        ranking_margin: None,
+    },
+];
+
+/// Fewest clear queries (of 48) the ranking check must see, so that it is never vacuous (measured: 14 for Q8_0).
+const MIN_CLEAR: usize = 8;
+
 #[test]
 fn quantized_projections_keep_embeddings_and_zero_shot_rankings() {
     let cfg = block_friendly_config();
     let reference = random_model(&cfg);
     let x = inputs(&cfg, 24, 24);
     let (fi, ft) = features(&reference, &x);
-    // (format, minimum cosine, minimum top-1 agreement out of 48 queries): regression bounds a little under what
-    // was measured (Q8_0 0.99970 and 47/48, Q6K 0.99913 and 43/48, Q4K 0.98433 and 38/48). Agreement is low
-    // next to the cosines because a random model's similarities are nearly tied: a trained model's are not.
-    let formats = [
-        (GgmlDType::Q8_0, 0.9995, 46),
-        (GgmlDType::Q6K, 0.998, 40),
-        (GgmlDType::Q4K, 0.98, 34),
-    ];
-    for (dtype, min_cos, min_agree) in formats {
+    let (f_it, f_ti) = (similarities(&fi, &ft), similarities(&ft, &fi));
+    for b in BOUNDS {
+        let dtype = b.format;
         let mut model = reference.clone();
         // 2 layers × (q/k/v fused, attention output, fc1, fc2) in each tower.
         assert_eq!(model.quantize(dtype).unwrap(), 16, "{dtype:?}");
         assert_eq!(model.quantize(dtype).unwrap(), 0, "already quantized");
         let (qi, qt) = features(&model, &x);
-        let ci = cosines(&fi, &qi);
-        let ct = cosines(&ft, &qt);
-        let worst = ci.iter().chain(&ct).copied().fold(f32::INFINITY, f32::min);
-        let agree = top1(&fi, &ft)
-            .iter()
-            .zip(top1(&qi, &qt))
-            .filter(|(a, b)| **a == *b)
-            .count()
-            + top1(&ft, &fi)
-                .iter()
-                .zip(top1(&qt, &qi))
-                .filter(|(a, b)| **a == *b)
-                .count();
-        eprintln!("{dtype:?}: worst embedding cosine {worst:.6}, top-1 agreement {agree}/48");
-        assert!(worst >= min_cos, "{dtype:?}: cosine {worst}");
+        let worst = cosines(&fi, &qi)
+            .into_iter()
+            .chain(cosines(&ft, &qt))
+            .fold(f32::INFINITY, f32::min);
+        let margin = b.ranking_margin.unwrap_or(f32::INFINITY);
+        let mut r = Rankings::default();
+        r.add(&f_it, &similarities(&qi, &qt), margin);
+        r.add(&f_ti, &similarities(&qt, &qi), margin);
+        eprintln!(
+            "{dtype:?}: worst embedding cosine {worst:.6}, largest similarity change {:.2e}, top-1 kept on {}/{} \
+             queries with a margin ≥ {margin}",
+            r.max_change, r.kept, r.clear
+        );
+        assert!(worst >= b.min_cosine, "{dtype:?}: cosine {worst}");
         assert!(
             worst < 1.0 - 1e-7,
             "{dtype:?}: the quantized model computed exactly the f32 result"
         );
-        assert!(agree >= min_agree, "{dtype:?}: top-1 agreement {agree}/48");
+        assert!(
+            r.max_change <= b.max_change,
+            "{dtype:?}: similarity change {}",
+            r.max_change
+        );
+        if b.ranking_margin.is_some() {
+            assert!(r.clear >= MIN_CLEAR, "{dtype:?}: only {} clear queries", r.clear);
+            assert_eq!(r.kept, r.clear, "{dtype:?}: a clear query changed its best match");
+        }
     }
 }
 
