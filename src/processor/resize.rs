@@ -321,12 +321,8 @@ fn resize_nearest(src: &[u8], width: usize, height: usize, channels: usize, nw: 
     out
 }
 
-fn invalid(reason: String) -> Error {
-    Error::InvalidImage {
-        input: "<resize>".to_string(),
-        reason,
-    }
-}
+/// How resize errors name their input; [`crate::processor::image`] renames it to the image's path or index.
+const RESIZE_INPUT: &str = "<resize>";
 
 /// Resizes an interleaved 8-bit image with `channels` (1–4) independent channels to `new_width` × `new_height`,
 /// bit-identically to Pillow's `Image.resize(size, filter)` (no `box`, no `reducing_gap`).
@@ -343,25 +339,35 @@ pub fn resize_u8(
     filter: Filter,
 ) -> Result<Vec<u8>> {
     if !(1..=4).contains(&channels) {
-        return Err(invalid(format!("{channels} channels; 1 to 4 are supported")));
+        return Err(Error::invalid_image(
+            RESIZE_INPUT,
+            format!("{channels} channels; 1 to 4 are supported"),
+        ));
     }
     if width == 0 || height == 0 || new_width == 0 || new_height == 0 {
-        return Err(invalid(format!(
-            "cannot resize {width}x{height} to {new_width}x{new_height}: zero dimension"
-        )));
+        return Err(Error::invalid_image(
+            RESIZE_INPUT,
+            format!("cannot resize {width}x{height} to {new_width}x{new_height}: zero dimension"),
+        ));
     }
     let expected = width
         .checked_mul(height)
         .and_then(|n| n.checked_mul(channels))
-        .ok_or_else(|| invalid(format!("{width}x{height}x{channels} overflows")))?;
+        .ok_or_else(|| Error::invalid_image(RESIZE_INPUT, format!("{width}x{height}x{channels} overflows")))?;
     if src.len() != expected {
-        return Err(invalid(format!(
-            "buffer holds {} bytes, {width}x{height}x{channels} needs {expected}",
-            src.len()
-        )));
+        return Err(Error::invalid_image(
+            RESIZE_INPUT,
+            format!(
+                "buffer holds {} bytes, {width}x{height}x{channels} needs {expected}",
+                src.len()
+            ),
+        ));
     }
     if width > (1 << 24) || height > (1 << 24) || new_width > (1 << 24) || new_height > (1 << 24) {
-        return Err(invalid("dimensions over 2^24 are not supported".to_string()));
+        return Err(Error::invalid_image(
+            RESIZE_INPUT,
+            "dimensions over 2^24 are not supported".to_string(),
+        ));
     }
     if new_width == width && new_height == height {
         return Ok(src.to_vec());
