@@ -324,6 +324,25 @@ fn resize_nearest(src: &[u8], width: usize, height: usize, channels: usize, nw: 
 /// How resize errors name their input; [`crate::processor::image`] renames it to the image's path or index.
 const RESIZE_INPUT: &str = "<resize>";
 
+/// Checks that `len` bytes are exactly `width × height × channels` (computed without overflow); the reason if not.
+pub(crate) fn check_buffer_len(
+    len: usize,
+    width: usize,
+    height: usize,
+    channels: usize,
+) -> std::result::Result<(), String> {
+    let expected = width
+        .checked_mul(height)
+        .and_then(|n| n.checked_mul(channels))
+        .ok_or_else(|| format!("{width}x{height}x{channels} overflows"))?;
+    if len != expected {
+        return Err(format!(
+            "buffer holds {len} bytes, {width}x{height}x{channels} needs {expected}"
+        ));
+    }
+    Ok(())
+}
+
 /// Resizes an interleaved 8-bit image with `channels` (1–4) independent channels to `new_width` × `new_height`,
 /// bit-identically to Pillow's `Image.resize(size, filter)` (no `box`, no `reducing_gap`).
 ///
@@ -350,19 +369,7 @@ pub fn resize_u8(
             format!("cannot resize {width}x{height} to {new_width}x{new_height}: zero dimension"),
         ));
     }
-    let expected = width
-        .checked_mul(height)
-        .and_then(|n| n.checked_mul(channels))
-        .ok_or_else(|| Error::invalid_image(RESIZE_INPUT, format!("{width}x{height}x{channels} overflows")))?;
-    if src.len() != expected {
-        return Err(Error::invalid_image(
-            RESIZE_INPUT,
-            format!(
-                "buffer holds {} bytes, {width}x{height}x{channels} needs {expected}",
-                src.len()
-            ),
-        ));
-    }
+    check_buffer_len(src.len(), width, height, channels).map_err(|r| Error::invalid_image(RESIZE_INPUT, r))?;
     if width > (1 << 24) || height > (1 << 24) || new_width > (1 << 24) || new_height > (1 << 24) {
         return Err(Error::invalid_image(
             RESIZE_INPUT,

@@ -5,6 +5,7 @@ use image::{DynamicImage, ImageBuffer, Luma, LumaA, Pixel, Rgb, RgbImage, Rgba};
 
 use super::decode::RawFormat;
 use crate::error::{Error, Result};
+use crate::processor::resize::check_buffer_len;
 
 /// Pillow's `Image.alpha_composite(white, rgba)` followed by `convert("RGB")`, for one channel value.
 ///
@@ -106,19 +107,8 @@ pub(super) fn raw_to_rgb(
     if width == 0 || height == 0 {
         return Err(Error::invalid_image(name, format!("image is {width}x{height}")));
     }
-    let expected = (width as usize)
-        .checked_mul(height as usize)
-        .and_then(|n| n.checked_mul(format.channels()))
-        .ok_or_else(|| Error::invalid_image(name, format!("{width}x{height} overflows")))?;
-    if data.len() != expected {
-        return Err(Error::invalid_image(
-            name,
-            format!(
-                "buffer holds {} bytes but {width}x{height} {format:?} needs {expected}",
-                data.len()
-            ),
-        ));
-    }
+    check_buffer_len(data.len(), width as usize, height as usize, format.channels())
+        .map_err(|r| Error::invalid_image(name, format!("{format:?}: {r}")))?;
     let out = match format {
         RawFormat::Rgb8 => data.to_vec(),
         _ if !convert => {
