@@ -154,6 +154,7 @@ pub fn decode_image(bytes: &[u8], name: &str, options: &DecodeOptions) -> Result
     limits
         .reserve(decoder.total_bytes())
         .map_err(|e| Error::image_decode(name, e))?;
+    // No or unreadable EXIF means no transform, as with Pillow's `ImageOps.exif_transpose`.
     let orientation = if options.apply_exif_orientation {
         decoder
             .orientation()

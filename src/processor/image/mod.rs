@@ -1,4 +1,7 @@
 //! CLIP image preprocessing, matching transformers' `CLIPImageProcessorPil` (the PIL backend) bit for bit.
+//! `config` parses `preprocessor_config.json`, `decode` turns an [`ImageInput`] into a decoded image, `convert`
+//! makes it RGB; this file crops and runs the steps ([`ImageProcessor`]). Callers (the pipeline, users who only
+//! need pixels) use the items re-exported here; `super::resize` does the resampling.
 //!
 //! ```text
 //! bytes / path / DynamicImage / raw buffer
@@ -40,13 +43,6 @@
 //! normalization). JPEG and lossy WebP go through pure-Rust decoders (zune-jpeg, image-webp) whose IDCT /
 //! upsampling differs slightly from libjpeg-turbo / libwebp, so pixels can differ by a few levels; see the
 //! crate's image-processor tests for the measured bounds.
-
-//!
-//! # Layout
-//!
-//! `config` parses `preprocessor_config.json`, `decode` turns an [`ImageInput`] into a decoded image, `convert`
-//! turns that into RGB; this file holds the geometry (center crop) and [`ImageProcessor`], which runs the steps.
-//! Callers use the items re-exported here; the `resize` module beside this one does the resampling.
 
 mod config;
 mod convert;

@@ -1,5 +1,7 @@
 //! The XLM-RoBERTa tokenizer used by AltCLIP, matching transformers' `XLMRobertaTokenizer` (v5, tokenizers
-//! backend) token for token.
+//! backend) token for token. `config` reads `tokenizer_config.json` / `special_tokens_map.json`, `build`
+//! assembles the `tokenizers` pipeline; this file holds [`TextProcessor`] (encoding, truncation, padding).
+//! Callers (the pipeline, users who only need token ids) use the items here.
 //!
 //! The tokenizer is always the one `XLMRobertaTokenizer.__init__` builds:
 //!
@@ -28,10 +30,6 @@
 //! # Ok(())
 //! # }
 //! ```
-
-//!
-//! `config` reads `tokenizer_config.json` / `special_tokens_map.json`, `build` assembles the `tokenizers`
-//! pipeline; this file holds [`TextProcessor`] (encoding, truncation, padding). Callers use the items here.
 
 mod build;
 mod config;
