@@ -211,4 +211,37 @@ impl Error {
             reason: reason.into(),
         }
     }
+
+    pub(crate) fn tokenizer(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Tokenizer {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn invalid_image(input: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidImage {
+            input: input.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn image_decode(input: impl Into<String>, source: image::ImageError) -> Self {
+        Error::ImageDecode {
+            input: input.into(),
+            source,
+        }
+    }
+
+    /// Names the file or input an error from a lower-level step belongs to: a tokenizer error's `what` becomes
+    /// `what` (the old one is kept in front of the reason), an invalid image's input is replaced, and an invalid
+    /// config's field is prefixed (`tokenizer_config.json: pad_token`). Other errors already name their source.
+    pub(crate) fn naming(self, what: &str) -> Self {
+        match self {
+            Error::Tokenizer { what: inner, reason } => Error::tokenizer(what, format!("{inner}: {reason}")),
+            Error::InvalidImage { reason, .. } => Error::invalid_image(what, reason),
+            Error::InvalidConfig { field, reason } => Error::config(format!("{what}: {field}"), reason),
+            other => other,
+        }
+    }
 }

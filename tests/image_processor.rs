@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use altclip::processor::image::{
-    center_crop, convert_to_rgb, load_image, CropSize, DecodeLimits, ImageInput, ImageProcessor, ImageProcessorConfig,
-    LoadOptions, RawFormat, SizeSpec,
+    center_crop, convert_to_rgb, load_image, CropSize, DecodeLimits, DecodeOptions, ImageInput, ImageProcessor,
+    ImageProcessorConfig, RawFormat, SizeSpec,
 };
 use altclip::processor::resize::Filter;
 use altclip::Error;
@@ -222,7 +222,7 @@ fn decoder_report() {
     for name in names {
         let (dims, want) = u8_of(&dec[&name]);
         let file = root().join(case(&name)["file"].as_str().unwrap());
-        let ours = load_image(&ImageInput::Path(&file), &LoadOptions::default()).unwrap();
+        let ours = load_image(&ImageInput::Path(&file), &DecodeOptions::default()).unwrap();
         assert_eq!(dims, vec![ours.height() as usize, ours.width() as usize, 3], "{name}");
         let s = Stats::of(ours.as_raw(), &want);
         println!(
@@ -327,9 +327,9 @@ fn exif_orientation_is_optional() {
     assert!(Stats::of(&chw(&plain), &chw(&rotated)).max > 50);
     let full = load_image(
         &ImageInput::Path(&path),
-        &LoadOptions {
+        &DecodeOptions {
             apply_exif_orientation: true,
-            ..LoadOptions::default()
+            ..DecodeOptions::default()
         },
     )
     .unwrap();

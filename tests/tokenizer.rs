@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use altclip::processor::sentencepiece::SentencePieceModel;
 use altclip::processor::text::{Padding, TextProcessor, TokenizerConfig, Truncation};
-use altclip::Error;
+use altclip::{AltClip, AltClipConfig, Error, LoadOptions};
 use candle_core::{DType, Device};
 use serde_json::Value;
 
@@ -208,20 +208,22 @@ fn tensors_and_options() {
     );
     assert!(tok.clone().with_max_position_embeddings(2).is_err());
 
-    // A config.json next to the tokenizer supplies max_position_embeddings.
-    let d = temp_dir("mpe");
-    std::fs::copy(
-        dir("sp_only/sentencepiece.bpe.model"),
-        d.join("sentencepiece.bpe.model"),
-    )
-    .unwrap();
-    std::fs::write(
-        d.join("config.json"),
+    // A config.json next to the tokenizer supplies max_position_embeddings, read as the model reads it (a legacy
+    // `text_config_dict` included).
+    for config in [
         r#"{"text_config": {"max_position_embeddings": 18}}"#,
-    )
-    .unwrap();
-    assert_eq!(TextProcessor::from_dir(&d).unwrap().max_length(), Some(16));
-    std::fs::remove_dir_all(&d).unwrap();
+        r#"{"text_config_dict": {"max_position_embeddings": 18}}"#,
+    ] {
+        let d = temp_dir("mpe");
+        std::fs::copy(
+            dir("sp_only/sentencepiece.bpe.model"),
+            d.join("sentencepiece.bpe.model"),
+        )
+        .unwrap();
+        std::fs::write(d.join("config.json"), config).unwrap();
+        assert_eq!(TextProcessor::from_dir(&d).unwrap().max_length(), Some(16), "{config}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 
     // Disabled truncation keeps everything; MaxLength padding still truncates to its width.
     let long = long_text(&e);
@@ -437,5 +439,46 @@ fn legacy_hub_tokenizer_json_is_rebuilt_like_transformers() {
     let differ = got.iter().zip(&want).filter(|(g, w)| g != w).count();
     println!("legacy tokenizer.json as-is differs on {differ}/{} strings", refs.len());
     assert!(differ > 0);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A checkpoint whose `config.json` carries only the legacy `text_config_dict` (older hub files): the processor
+/// takes its limit from the parsed `AltClipConfig`, so a text longer than the model's positions is truncated and
+/// embeds exactly as with the same checkpoint written with `text_config` (the forward used to fail with
+/// "sequence length N exceeds the … positions").
+#[test]
+fn legacy_text_config_dict_limits_truncation() {
+    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny_full");
+    let d = temp_dir("text-config-dict");
+    for f in [
+        "model.safetensors",
+        "preprocessor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(tiny.join(f), d.join(f)).unwrap();
+    }
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(tiny.join("config.json")).unwrap()).unwrap();
+    let obj = config.as_object_mut().unwrap();
+    let text_config = obj.remove("text_config").unwrap();
+    obj.insert("text_config_dict".into(), text_config);
+    std::fs::write(d.join("config.json"), config.to_string()).unwrap();
+
+    let parsed = AltClipConfig::from_file(d.join("config.json")).unwrap();
+    let limit = parsed.text_config.max_sequence_length();
+    assert_eq!(limit, 38, "tiny_full: max_position_embeddings 40, pad_token_id 1");
+    let tok = TextProcessor::from_dir(&d).unwrap();
+    assert_eq!(tok.max_length(), Some(limit));
+    let long = long_text(&expected());
+    let ids = tok.encode_unpadded(&[&long], tok.max_length()).unwrap();
+    assert_eq!(ids[0].len(), limit);
+    assert_eq!((ids[0][0], ids[0][limit - 1]), (0, 2));
+
+    let texts = [long.as_str(), "a photo of a cat"];
+    let legacy = AltClip::from_dir(&d, &LoadOptions::default()).unwrap();
+    let got = legacy.embed_texts(&texts).unwrap().to_vec2::<f32>().unwrap();
+    let modern = AltClip::from_dir(&tiny, &LoadOptions::default()).unwrap();
+    let want = modern.embed_texts(&texts).unwrap().to_vec2::<f32>().unwrap();
+    assert_eq!(got, want);
     std::fs::remove_dir_all(&d).unwrap();
 }

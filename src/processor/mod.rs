@@ -1,6 +1,7 @@
 //! Preprocessing: images ([`image`], with the Pillow-exact [`resize`]) and text ([`text`], with the pure-Rust
 //! [`sentencepiece`] reader), combined in [`AltClipProcessor`] as transformers' `AltCLIPProcessor` combines
-//! `CLIPImageProcessor` and `XLMRobertaTokenizer`.
+//! `CLIPImageProcessor` and `XLMRobertaTokenizer`. Each half may be used alone; both read only their own files
+//! (and the text half the parsed [`crate::config`]), never the model.
 pub mod image;
 pub mod resize;
 pub mod sentencepiece;
@@ -10,7 +11,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::files::PREPROCESSOR_CONFIG_FILE;
 use image::{ImageInput, ImageProcessor};
 use text::{Padding, TextProcessor};
@@ -92,4 +93,16 @@ impl AltClipProcessor {
             pixel_values,
         })
     }
+}
+
+/// Reads a tokenizer file, refusing one over `max_bytes` before reading it ([`Error::Tokenizer`] naming the file).
+pub(crate) fn read_bounded(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.len() > max_bytes {
+        return Err(Error::tokenizer(
+            path.display().to_string(),
+            format!("file is {} bytes, more than the {max_bytes}-byte limit", meta.len()),
+        ));
+    }
+    std::fs::read(path).map_err(|e| Error::io(path, e))
 }

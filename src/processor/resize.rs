@@ -321,11 +321,26 @@ fn resize_nearest(src: &[u8], width: usize, height: usize, channels: usize, nw: 
     out
 }
 
-fn invalid(reason: String) -> Error {
-    Error::InvalidImage {
-        input: "<resize>".to_string(),
-        reason,
+/// How resize errors name their input; [`crate::processor::image`] renames it to the image's path or index.
+const RESIZE_INPUT: &str = "<resize>";
+
+/// Checks that `len` bytes are exactly `width × height × channels` (computed without overflow); the reason if not.
+pub(crate) fn check_buffer_len(
+    len: usize,
+    width: usize,
+    height: usize,
+    channels: usize,
+) -> std::result::Result<(), String> {
+    let expected = width
+        .checked_mul(height)
+        .and_then(|n| n.checked_mul(channels))
+        .ok_or_else(|| format!("{width}x{height}x{channels} overflows"))?;
+    if len != expected {
+        return Err(format!(
+            "buffer holds {len} bytes, {width}x{height}x{channels} needs {expected}"
+        ));
     }
+    Ok(())
 }
 
 /// Resizes an interleaved 8-bit image with `channels` (1–4) independent channels to `new_width` × `new_height`,
@@ -343,25 +358,23 @@ pub fn resize_u8(
     filter: Filter,
 ) -> Result<Vec<u8>> {
     if !(1..=4).contains(&channels) {
-        return Err(invalid(format!("{channels} channels; 1 to 4 are supported")));
+        return Err(Error::invalid_image(
+            RESIZE_INPUT,
+            format!("{channels} channels; 1 to 4 are supported"),
+        ));
     }
     if width == 0 || height == 0 || new_width == 0 || new_height == 0 {
-        return Err(invalid(format!(
-            "cannot resize {width}x{height} to {new_width}x{new_height}: zero dimension"
-        )));
+        return Err(Error::invalid_image(
+            RESIZE_INPUT,
+            format!("cannot resize {width}x{height} to {new_width}x{new_height}: zero dimension"),
+        ));
     }
-    let expected = width
-        .checked_mul(height)
-        .and_then(|n| n.checked_mul(channels))
-        .ok_or_else(|| invalid(format!("{width}x{height}x{channels} overflows")))?;
-    if src.len() != expected {
-        return Err(invalid(format!(
-            "buffer holds {} bytes, {width}x{height}x{channels} needs {expected}",
-            src.len()
-        )));
-    }
+    check_buffer_len(src.len(), width, height, channels).map_err(|r| Error::invalid_image(RESIZE_INPUT, r))?;
     if width > (1 << 24) || height > (1 << 24) || new_width > (1 << 24) || new_height > (1 << 24) {
-        return Err(invalid("dimensions over 2^24 are not supported".to_string()));
+        return Err(Error::invalid_image(
+            RESIZE_INPUT,
+            "dimensions over 2^24 are not supported".to_string(),
+        ));
     }
     if new_width == width && new_height == height {
         return Ok(src.to_vec());

@@ -17,6 +17,7 @@
 use std::collections::VecDeque;
 use std::path::Path;
 
+use super::read_bounded;
 use crate::error::{Error, Result};
 
 /// Largest SentencePiece model file accepted (XLM-R's is about 5 MB).
@@ -151,21 +152,8 @@ impl SentencePieceModel {
     /// Reads and decodes a `.model` file. Files over [`MAX_MODEL_BYTES`] are refused.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-        if meta.len() > MAX_MODEL_BYTES {
-            return Err(tok_err(
-                path.display().to_string(),
-                format!(
-                    "file is {} bytes, more than the {MAX_MODEL_BYTES}-byte limit",
-                    meta.len()
-                ),
-            ));
-        }
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::from_bytes(&bytes).map_err(|e| match e {
-            Error::Tokenizer { reason, .. } => tok_err(path.display().to_string(), reason),
-            other => other,
-        })
+        let bytes = read_bounded(path, MAX_MODEL_BYTES)?;
+        Self::from_bytes(&bytes).map_err(|e| e.naming(&path.display().to_string()))
     }
 
     /// Decodes a serialized `ModelProto`.
@@ -191,15 +179,8 @@ impl SentencePieceModel {
     }
 }
 
-fn tok_err(what: impl Into<String>, reason: impl Into<String>) -> Error {
-    Error::Tokenizer {
-        what: what.into(),
-        reason: reason.into(),
-    }
-}
-
 fn wire(reason: impl Into<String>) -> Error {
-    tok_err("sentencepiece model", reason)
+    Error::tokenizer("sentencepiece model", reason)
 }
 
 fn parse_piece(bytes: &[u8], index: usize) -> Result<Piece> {
@@ -380,6 +361,12 @@ pub fn validate_precompiled_charsmap(blob: &[u8]) -> std::result::Result<(), Str
     if blob.is_empty() {
         return Ok(());
     }
+    let (units, normalized) = split_charsmap(blob)?;
+    check_trie(&units, normalized)
+}
+
+/// The blob's trie units and its replacement strings.
+fn split_charsmap(blob: &[u8]) -> std::result::Result<(Vec<usize>, &str), String> {
     let header: [u8; 4] = blob
         .get(..4)
         .and_then(|b| b.try_into().ok())
@@ -401,7 +388,11 @@ pub fn validate_precompiled_charsmap(blob: &[u8]) -> std::result::Result<(), Str
         .collect();
     let normalized = std::str::from_utf8(&blob[trie_end..])
         .map_err(|_| "precompiled_charsmap replacement strings are not valid UTF-8".to_string())?;
+    Ok((units, normalized))
+}
 
+/// Walks the double-array trie breadth-first, 5 bytes deep, as `spm_precompiled`'s `common_prefix_search` would.
+fn check_trie(units: &[usize], normalized: &str) -> std::result::Result<(), String> {
     let has_leaf = |u: usize| (u >> 8) & 1 == 1;
     let value = |u: usize| u & ((1usize << 31) - 1);
     let label = |u: usize| u & ((1usize << 31) | 0xFF);
