@@ -18,7 +18,7 @@ mod pseudo_random;
 
 use std::time::Instant;
 
-use altclip::pipeline::{parse_dtype, parse_quantization};
+use altclip::options::{parse_dtype, parse_quantization};
 use altclip::{AltClipModel, TextBatching};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
