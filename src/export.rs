@@ -122,17 +122,44 @@ pub fn embed_batches(
             reason: "nothing to embed: give images and/or texts".into(),
         });
     }
-    let mut emb = Embeddings {
+    let images = image_batches(clip, images, options, on_progress)?;
+    let mut text_rows = Vec::new();
+    for chunk in texts.chunks(options.batch_size) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        text_rows.push(clip.embed_texts(&refs)?);
+        on_progress(chunk.len());
+    }
+    let text_embeds = concat(&text_rows)?;
+    let logits_per_image = match (&images.embeds, &text_embeds) {
+        (Some(i), Some(t)) => Some(clip.logits(i, t)?),
+        _ => None,
+    };
+    Ok(Embeddings {
         model: clip.name().to_string(),
         dim: clip.embedding_dim(),
-        image_paths: Vec::new(),
-        image_embeds: None,
+        image_paths: images.paths,
+        image_embeds: images.embeds,
         texts: texts.to_vec(),
-        text_embeds: None,
-        logits_per_image: None,
-        skipped: Vec::new(),
-    };
-    let mut image_rows = Vec::new();
+        text_embeds,
+        logits_per_image,
+        skipped: images.skipped,
+    })
+}
+
+/// The image half of [`embed_batches`].
+struct ImageBatches {
+    paths: Vec<PathBuf>,
+    embeds: Option<Tensor>,
+    skipped: Vec<(PathBuf, Error)>,
+}
+
+fn image_batches(
+    clip: &AltClip,
+    images: &[PathBuf],
+    options: &BatchOptions,
+    on_progress: &mut dyn FnMut(usize),
+) -> Result<ImageBatches> {
+    let (mut paths, mut rows, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for chunk in images.chunks(options.batch_size) {
         let inputs: Vec<ImageInput> = chunk.iter().map(|p| ImageInput::Path(p)).collect();
         let result = clip.embed_images_partial(&inputs)?;
@@ -140,26 +167,19 @@ pub fn embed_batches(
             if options.strict {
                 return Err(err);
             }
-            emb.skipped.push((chunk[i].clone(), err));
+            skipped.push((chunk[i].clone(), err));
         }
         if let Some(e) = result.embeddings {
-            image_rows.push(e);
-            emb.image_paths.extend(result.ok.iter().map(|&i| chunk[i].clone()));
+            rows.push(e);
+            paths.extend(result.ok.iter().map(|&i| chunk[i].clone()));
         }
         on_progress(chunk.len());
     }
-    let mut text_rows = Vec::new();
-    for chunk in texts.chunks(options.batch_size) {
-        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        text_rows.push(clip.embed_texts(&refs)?);
-        on_progress(chunk.len());
-    }
-    emb.image_embeds = concat(&image_rows)?;
-    emb.text_embeds = concat(&text_rows)?;
-    if let (Some(i), Some(t)) = (&emb.image_embeds, &emb.text_embeds) {
-        emb.logits_per_image = Some(clip.logits(i, t)?);
-    }
-    Ok(emb)
+    Ok(ImageBatches {
+        paths,
+        embeds: concat(&rows)?,
+        skipped,
+    })
 }
 
 fn concat(rows: &[Tensor]) -> Result<Option<Tensor>> {

@@ -340,3 +340,28 @@ fn length_bucketed_text_embeddings_match_padding_to_the_longest_in_input_order()
     assert!(common::max_abs_diff(&reference.get(1).unwrap(), &reference.get(4).unwrap()) < 1e-6);
     assert!(common::max_abs_diff(&reference.get(0).unwrap(), &reference.get(1).unwrap()) > 1e-3);
 }
+
+#[test]
+fn logits_are_the_models_and_equal_the_scaled_cosines_bit_for_bit() {
+    let clip = clip();
+    let cat = repo_path("examples/images/cat.png");
+    let images = clip.embed_images(&[ImageInput::Path(&cat)]).unwrap();
+    let texts = clip.embed_texts(&["a cat", "一杯咖啡", "an astronaut"]).unwrap();
+    let logits = clip.logits(&images, &texts).unwrap();
+    assert_eq!(logits.dims(), [1, 3]);
+    let model = clip.model().logits(&images, &texts).unwrap();
+    // What `AltClip::logits` computed before it delegated: exp(logit_scale) as an f32, times the cosines.
+    let scale = f64::from(clip.model().logit_scale().unwrap());
+    let before = (images.matmul(&texts.t().unwrap()).unwrap() * scale).unwrap();
+    let bits = |t: &Tensor| -> Vec<u32> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    assert_eq!(bits(&logits), bits(&model));
+    assert_eq!(bits(&logits), bits(&before));
+}
