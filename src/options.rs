@@ -87,7 +87,8 @@ impl HubOptions {
     }
 }
 
-/// Options for `AltClip::from_pretrained` and `AltClip::from_dir`: the hub options (for hub ids) and where and in
+/// Options for [`AltClip::from_pretrained`](crate::AltClip::from_pretrained) and
+/// [`AltClip::from_dir`](crate::AltClip::from_dir): the hub options (for hub ids) and where and in
 /// which precision the model runs.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -99,7 +100,7 @@ pub struct LoadOptions {
     pub device: Device,
     /// Weight and activation dtype (norms and softmax still accumulate in f32).
     pub dtype: DType,
-    /// Quantize the encoder projections after loading (see `AltClipModel::quantize`); `None` keeps `dtype`.
+    /// Quantize the encoder projections after loading (see [`AltClipModel::quantize`](crate::AltClipModel::quantize)); `None` keeps `dtype`.
     pub quantization: Option<GgmlDType>,
 }
 
