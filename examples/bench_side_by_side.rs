@@ -18,7 +18,7 @@ mod pseudo_random;
 
 use std::time::Instant;
 
-use altclip::pipeline::{parse_dtype, parse_quantization};
+use altclip::options::{parse_dtype, parse_quantization};
 use altclip::{AltClipModel, TextBatching};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -202,6 +202,42 @@ fn quant_side(quant: Option<GgmlDType>) -> String {
     }
 }
 
+/// The mixed-length caption batch, padded to its longest and through the library's length bucketing.
+fn mixed_lengths(
+    model: &AltClipModel,
+    reps: usize,
+    mixed: &[usize],
+    device: &Device,
+    emit: &dyn Fn(&str, usize, &[f64]),
+) -> Result<()> {
+    let seq = mixed.iter().copied().max().unwrap_or(1);
+    let (ids, mask) = text_batch(mixed, seq, device)?;
+    let times = time_reps(reps, || {
+        model.get_text_features(&ids, Some(&mask))?;
+        Ok(())
+    })?;
+    emit("text_mixed_padded", mixed.len(), &times);
+    // The library's padding-aware batching (what `AltClip::embed_texts` does), default plan.
+    let texts: Vec<Vec<u32>> = mixed.iter().enumerate().map(|(row, &len)| text_ids(row, len)).collect();
+    let batching = TextBatching::default();
+    let padded = model.get_text_features(&ids, Some(&mask))?;
+    let bucketed = model.get_text_features_batched(&texts, 1, &batching)?;
+    let diff = (padded - &bucketed)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_dtype(DType::F32)?
+        .to_scalar::<f32>()?;
+    let passes = batching.plan(mixed)?.len();
+    eprintln!("bucketed ({passes} passes) vs padded text features: max |diff| {diff:e}");
+    let times = time_reps(reps, || {
+        model.get_text_features_batched(&texts, 1, &batching)?;
+        Ok(())
+    })?;
+    emit("text_mixed_bucketed", mixed.len(), &times);
+    Ok(())
+}
+
 fn run(
     dir: &str,
     reps: usize,
@@ -247,31 +283,7 @@ fn run(
         }
     }
     if !mixed.is_empty() && wanted("text_mixed") {
-        let seq = mixed.iter().copied().max().unwrap_or(1);
-        let (ids, mask) = text_batch(mixed, seq, &device)?;
-        let times = time_reps(reps, || {
-            model.get_text_features(&ids, Some(&mask))?;
-            Ok(())
-        })?;
-        emit("text_mixed_padded", mixed.len(), &times);
-        // The library's padding-aware batching (what `AltClip::embed_texts` does), default plan.
-        let texts: Vec<Vec<u32>> = mixed.iter().enumerate().map(|(row, &len)| text_ids(row, len)).collect();
-        let batching = TextBatching::default();
-        let padded = model.get_text_features(&ids, Some(&mask))?;
-        let bucketed = model.get_text_features_batched(&texts, 1, &batching)?;
-        let diff = (padded - &bucketed)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_dtype(DType::F32)?
-            .to_scalar::<f32>()?;
-        let passes = batching.plan(mixed)?.len();
-        eprintln!("bucketed ({passes} passes) vs padded text features: max |diff| {diff:e}");
-        let times = time_reps(reps, || {
-            model.get_text_features_batched(&texts, 1, &batching)?;
-            Ok(())
-        })?;
-        emit("text_mixed_bucketed", mixed.len(), &times);
+        mixed_lengths(&model, reps, mixed, &device, &emit)?;
     }
     println!(
         "{{\"side\":\"{side}\",\"workload\":\"peak_rss_run\",\"peak_rss\":{}}}",

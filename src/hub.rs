@@ -50,10 +50,10 @@
 //! uses hf-hub only to talk to the hub.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use candle_core::{DType, Device};
-use hf_hub::api::sync::{ApiBuilder, ApiError};
+use hf_hub::api::sync::{Api, ApiBuilder, ApiError, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::{Error, Result};
@@ -64,82 +64,8 @@ use crate::files::{
 use crate::model::AltClipModel;
 use crate::weights::{shards_from_index, CheckpointFiles};
 
-/// How [`resolve`] finds a model: revision, cache, progress bars, token and offline mode.
-///
-/// Unset values come from the environment (see [`HubEnv`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HubOptions {
-    /// Branch, tag, `refs/pr/N` or 40-hex commit hash. Default `main`.
-    pub revision: String,
-    /// The hub cache directory (the one holding `models--ORG--NAME`); default from the environment.
-    pub cache_dir: Option<PathBuf>,
-    /// Show download progress bars on stderr. Default `false`.
-    pub progress: bool,
-    /// Access token for private or gated repositories; default `HF_TOKEN`, then the token file
-    /// `$HF_HOME/token` (`~/.cache/huggingface/token`) that `huggingface-cli login` writes.
-    pub token: Option<String>,
-    /// `Some(true)`: cache only, no network; `Some(false)`: online even if `HF_HUB_OFFLINE` is set;
-    /// `None` (default): follow `HF_HUB_OFFLINE`.
-    pub offline: Option<bool>,
-    /// Hub endpoint, e.g. a mirror; default `HF_ENDPOINT`, then `https://huggingface.co`.
-    pub endpoint: Option<String>,
-}
-
-impl Default for HubOptions {
-    fn default() -> Self {
-        Self {
-            revision: "main".into(),
-            cache_dir: None,
-            progress: false,
-            token: None,
-            offline: None,
-            endpoint: None,
-        }
-    }
-}
-
-impl HubOptions {
-    /// Options with every default: revision `main`, cache and offline mode from the environment.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Sets the revision: branch, tag, `refs/pr/N` or commit hash.
-    pub fn with_revision(mut self, revision: impl Into<String>) -> Self {
-        self.revision = revision.into();
-        self
-    }
-
-    /// Sets the hub cache directory (the one holding `models--ORG--NAME`).
-    pub fn with_cache_dir(mut self, cache_dir: impl Into<PathBuf>) -> Self {
-        self.cache_dir = Some(cache_dir.into());
-        self
-    }
-
-    /// Shows or hides download progress bars.
-    pub fn with_progress(mut self, progress: bool) -> Self {
-        self.progress = progress;
-        self
-    }
-
-    /// Sets the access token.
-    pub fn with_token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
-        self
-    }
-
-    /// Forces offline (`true`) or online (`false`) mode, overriding `HF_HUB_OFFLINE`.
-    pub fn with_offline(mut self, offline: bool) -> Self {
-        self.offline = Some(offline);
-        self
-    }
-
-    /// Sets the hub endpoint (overriding `HF_ENDPOINT`).
-    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = Some(endpoint.into());
-        self
-    }
-}
+/// The plain-data options live in [`crate::options`] (compiled without this feature too); re-exported here.
+pub use crate::options::HubOptions;
 
 /// The environment variables [`resolve`] reads, captured once so that they can also be given explicitly
 /// ([`resolve_with_env`]) — tests then need not mutate the process environment.
@@ -209,14 +135,20 @@ impl HubEnv {
         is_true(self.hf_hub_offline.as_deref())
     }
 
-    /// The token: `HF_TOKEN`, else the token file in the Hugging Face home.
-    pub fn token(&self) -> Option<String> {
+    /// The token: `HF_TOKEN`, else the token file in the Hugging Face home. A missing file (or home) means no
+    /// token; a token file that exists but cannot be read is an error, as in `huggingface_hub`.
+    pub fn token(&self) -> Result<Option<String>> {
         if let Some(t) = non_empty(self.hf_token.clone()) {
-            return Some(t);
+            return Ok(Some(t));
         }
-        let path = self.hf_home_dir()?.join("token");
-        let text = std::fs::read_to_string(path).ok()?;
-        non_empty(Some(text.trim().to_string()))
+        let Some(path) = self.hf_home_dir().map(|h| h.join("token")) else {
+            return Ok(None);
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(non_empty(Some(text.trim().to_string()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
     }
 }
 
@@ -481,13 +413,15 @@ impl CacheRepo<'_> {
 
     /// The cached commit for the revision, as `huggingface_hub.try_to_load_from_cache` finds it:
     /// `refs/<revision>` when that file exists, else the revision itself; `None` without such a snapshot.
-    fn cached_commit(&self) -> Option<String> {
+    fn cached_commit(&self) -> Result<Option<String>> {
         let ref_file = self.repo_dir().join("refs").join(self.revision);
         let commit = match std::fs::read_to_string(&ref_file) {
             Ok(text) => text.trim().to_string(),
-            Err(_) => self.revision.to_string(),
+            // No ref (a commit hash, or nothing cached yet; the snapshot test below tells which).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.revision.to_string(),
+            Err(e) => return Err(Error::io(ref_file, e)),
         };
-        (validate_revision(&commit).is_ok() && self.snapshot_dir(&commit).is_dir()).then_some(commit)
+        Ok((validate_revision(&commit).is_ok() && self.snapshot_dir(&commit).is_dir()).then_some(commit))
     }
 
     /// Records `refs/<revision>` → `commit`, as `huggingface_hub` does for any revision that is not the commit.
@@ -516,7 +450,7 @@ impl CacheRepo<'_> {
 
     /// Resolves from the cache only.
     fn resolve_offline(&self) -> Result<ModelFiles> {
-        let commit = self.cached_commit().ok_or_else(|| self.missing(CONFIG_FILE))?;
+        let commit = self.cached_commit()?.ok_or_else(|| self.missing(CONFIG_FILE))?;
         let dir = self.snapshot_dir(&commit);
         let config = dir.join(CONFIG_FILE);
         if !config.is_file() {
@@ -533,177 +467,266 @@ impl CacheRepo<'_> {
         };
         if let CheckpointFiles::Safetensors(shards) = &weights {
             if let Some(absent) = shards.iter().find(|p| !p.is_file()) {
-                let name = absent.strip_prefix(&dir).unwrap_or(absent);
-                return Err(self.missing(name.display().to_string()));
+                return Err(self.missing(shard_name(&dir, absent)?));
             }
         }
-        Ok(ModelFiles {
+        let processor = ModelFiles::processor_in(&dir);
+        Ok(self.snapshot_files(commit, dir, config, weights, processor))
+    }
+
+    /// The [`ModelFiles`] of snapshot `commit` (directory `dir`).
+    fn snapshot_files(
+        &self,
+        commit: String,
+        dir: PathBuf,
+        config: PathBuf,
+        weights: CheckpointFiles,
+        processor: Vec<(&'static str, PathBuf)>,
+    ) -> ModelFiles {
+        ModelFiles {
             repo_id: self.repo_id.into(),
             source: ModelSource::Cache {
                 revision: self.revision.into(),
                 commit,
                 cache_dir: self.cache_dir.to_path_buf(),
             },
-            processor: ModelFiles::processor_in(&dir),
             dir,
             config,
             weights,
-        })
+            processor,
+        }
+    }
+
+    fn hub_error(&self, file: Option<&str>, reason: String) -> Error {
+        Error::Hub {
+            repo: self.repo_id.into(),
+            revision: self.revision.into(),
+            file: file.map(String::from),
+            reason,
+        }
     }
 }
 
-/// Turns an hf-hub error into a sentence, with the hub's error code and message when it sent them.
-fn describe(err: &ApiError) -> (String, bool) {
-    match err {
-        ApiError::RequestError(e) => match e.as_ref() {
-            ureq::Error::Status(code, response) => {
-                let hub_code = response.header("x-error-code").unwrap_or_default().to_string();
-                let hub_msg = response.header("x-error-message").unwrap_or_default().to_string();
-                let what = match (hub_code.as_str(), *code) {
-                    ("RepoNotFound" | "RepositoryNotFound", _) => {
-                        "repository not found (or private/gated: pass a token)".to_string()
-                    }
-                    ("RevisionNotFound", _) => "revision not found".to_string(),
-                    ("EntryNotFound", _) => "file not found in the repository".to_string(),
-                    ("GatedRepo", _) => "gated repository: accept its terms on the hub and pass a token".to_string(),
-                    (_, 401) => "unauthorized: the repository does not exist, or is private or gated and needs a \
-                                 token (HF_TOKEN or HubOptions::with_token)"
-                        .to_string(),
-                    (_, 403) => "forbidden: the token has no access to this repository".to_string(),
-                    (_, 404) => "not found".to_string(),
-                    (_, code) => format!("HTTP status {code}"),
-                };
-                let mut reason = format!("{what} (HTTP {code}");
-                if !hub_code.is_empty() {
-                    reason.push_str(&format!(", {hub_code}"));
-                }
-                reason.push(')');
-                if !hub_msg.is_empty() {
-                    reason.push_str(&format!(": {hub_msg}"));
-                }
-                (reason, false)
-            }
-            ureq::Error::Transport(t) => (
-                format!(
-                    "network error: {t}; set HF_HUB_OFFLINE=1 (or HubOptions::with_offline(true)) to use the local \
-                     cache only"
+/// A shard's name in the repository (`/`-separated, relative to the snapshot `dir` that holds the index). The
+/// index names shards relative to itself; one that is absolute or climbs out with `..` is an error, not a path
+/// to follow.
+fn shard_name(dir: &Path, shard: &Path) -> Result<String> {
+    let outside = || Error::WeightFile {
+        path: dir.join(SAFETENSORS_INDEX),
+        reason: format!(
+            "the index names shard `{}`, which is not a file inside the repository",
+            shard.display()
+        ),
+    };
+    let relative = shard.strip_prefix(dir).map_err(|_| outside())?;
+    if !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(outside());
+    }
+    Ok(relative.to_string_lossy().replace('\\', "/"))
+}
+
+/// An hf-hub error, read as this crate reports it.
+struct HubFailure {
+    /// The sentence for [`Error::Hub`]'s `reason`, with the hub's error code and message when it sent them.
+    reason: String,
+    /// The hub could not be reached at all (no HTTP answer): a complete cached snapshot may stand in.
+    unreachable: bool,
+}
+
+impl HubFailure {
+    fn of(err: &ApiError) -> Self {
+        let (reason, unreachable) = match err {
+            ApiError::RequestError(e) => match e.as_ref() {
+                ureq::Error::Status(code, response) => (describe_status(*code, response), false),
+                ureq::Error::Transport(t) => (
+                    format!(
+                        "network error: {t}; set HF_HUB_OFFLINE=1 (or HubOptions::with_offline(true)) to use the \
+                         local cache only"
+                    ),
+                    true,
                 ),
-                true,
-            ),
-        },
-        other => (other.to_string(), false),
+            },
+            other => (other.to_string(), false),
+        };
+        Self { reason, unreachable }
     }
 }
 
+/// An HTTP error answer as a sentence, naming the hub's `X-Error-Code` and `X-Error-Message` when present.
+fn describe_status(code: u16, response: &ureq::Response) -> String {
+    let hub_code = response.header("x-error-code").unwrap_or_default();
+    let hub_msg = response.header("x-error-message").unwrap_or_default();
+    let what = match (hub_code, code) {
+        ("RepoNotFound" | "RepositoryNotFound", _) => "repository not found (or private/gated: pass a token)".into(),
+        ("RevisionNotFound", _) => "revision not found".into(),
+        ("EntryNotFound", _) => "file not found in the repository".into(),
+        ("GatedRepo", _) => "gated repository: accept its terms on the hub and pass a token".into(),
+        (_, 401) => "unauthorized: the repository does not exist, or is private or gated and needs a token \
+                     (HF_TOKEN or HubOptions::with_token)"
+            .into(),
+        (_, 403) => "forbidden: the token has no access to this repository".into(),
+        (_, 404) => "not found".into(),
+        (_, code) => format!("HTTP status {code}"),
+    };
+    let mut reason = format!("{what} (HTTP {code}");
+    if !hub_code.is_empty() {
+        reason.push_str(&format!(", {hub_code}"));
+    }
+    reason.push(')');
+    if !hub_msg.is_empty() {
+        reason.push_str(&format!(": {hub_msg}"));
+    }
+    reason
+}
+
+/// Online: pin the revision to a commit, then fetch config, weights and processor files into that snapshot.
 fn resolve_online(cache: &CacheRepo<'_>, opts: &HubOptions, env: &HubEnv) -> Result<ModelFiles> {
-    let hub_err = |file: Option<&str>, err: &ApiError| Error::Hub {
-        repo: cache.repo_id.into(),
-        revision: cache.revision.into(),
-        file: file.map(String::from),
-        reason: describe(err).0,
+    let api = build_api(cache, opts, env)?;
+    let snapshot = match PinnedSnapshot::pin(cache, &api)? {
+        Pinned::Online(snapshot) => snapshot,
+        Pinned::FromCache(files) => return Ok(files),
+    };
+    let config = snapshot.fetch_config()?;
+    let weights = snapshot.fetch_weights()?;
+    let processor = snapshot.fetch_processor_files()?;
+    snapshot.record_ref()?;
+    let PinnedSnapshot { commit, dir, .. } = snapshot;
+    Ok(cache.snapshot_files(commit, dir, config, weights, processor))
+}
+
+/// The hf-hub client for this cache, with progress bars, token and endpoint from the options or the environment.
+fn build_api(cache: &CacheRepo<'_>, opts: &HubOptions, env: &HubEnv) -> Result<Api> {
+    let token = match &opts.token {
+        Some(t) => Some(t.clone()),
+        None => env.token()?,
     };
     let mut builder = ApiBuilder::from_cache(Cache::new(cache.cache_dir.to_path_buf()))
         .with_progress(opts.progress)
-        .with_token(opts.token.clone().or_else(|| env.token()))
+        .with_token(token)
         .with_user_agent("altclip", env!("CARGO_PKG_VERSION"));
     if let Some(endpoint) = opts.endpoint.clone().or_else(|| env.hf_endpoint.clone()) {
         builder = builder.with_endpoint(endpoint.trim_end_matches('/').to_string());
     }
-    let api = builder.build().map_err(|e| hub_err(None, &e))?;
-    let repo_at = |rev: &str| api.repo(Repo::with_revision(cache.repo_id.into(), RepoType::Model, rev.into()));
+    builder
+        .build()
+        .map_err(|e| cache.hub_error(None, HubFailure::of(&e).reason))
+}
 
-    let info = match repo_at(cache.revision).info() {
-        Ok(info) => info,
-        Err(e) => {
-            // Unreachable hub: fall back on a complete cached snapshot, as huggingface_hub does.
-            if describe(&e).1 {
-                if let Ok(files) = cache.resolve_offline() {
-                    return Ok(files);
+/// What pinning the revision gave: a commit to fetch from, or (hub unreachable) a complete cached snapshot.
+enum Pinned<'a> {
+    Online(PinnedSnapshot<'a>),
+    FromCache(ModelFiles),
+}
+
+/// One commit's snapshot, filled from the hub: the repository's file list at that commit and a client pinned to it.
+struct PinnedSnapshot<'a> {
+    cache: &'a CacheRepo<'a>,
+    commit: String,
+    listed: BTreeSet<String>,
+    dir: PathBuf,
+    /// Pinned to the commit so that every file lands in the same snapshot even if the branch moves meanwhile.
+    repo: ApiRepo,
+    /// hf-hub records `refs/<revision>` after each download; pinned to the commit, that is a `refs/<commit>`
+    /// file huggingface_hub never writes (and `huggingface-cli scan-cache` would list): removed at the end
+    /// unless it was there before.
+    had_commit_ref: bool,
+}
+
+impl<'a> PinnedSnapshot<'a> {
+    /// One call to the hub's API: the revision's commit and file list.
+    fn pin(cache: &'a CacheRepo<'a>, api: &Api) -> Result<Pinned<'a>> {
+        let repo_at = |rev: &str| api.repo(Repo::with_revision(cache.repo_id.into(), RepoType::Model, rev.into()));
+        let info = match repo_at(cache.revision).info() {
+            Ok(info) => info,
+            Err(e) => {
+                let failure = HubFailure::of(&e);
+                if failure.unreachable {
+                    // As huggingface_hub does: a complete cached snapshot stands in for an unreachable hub. An
+                    // incomplete one is no answer, and the network error is what to report.
+                    if let Ok(files) = cache.resolve_offline() {
+                        return Ok(Pinned::FromCache(files));
+                    }
                 }
+                return Err(cache.hub_error(None, failure.reason));
             }
-            return Err(hub_err(None, &e));
+        };
+        let commit = info.sha.trim().to_string();
+        if !is_commit_hash(&commit) {
+            return Err(cache.hub_error(None, format!("the hub answered with `{commit}`, not a commit hash")));
         }
-    };
-    let commit = info.sha.trim().to_string();
-    if !is_commit_hash(&commit) {
-        return Err(Error::Hub {
-            repo: cache.repo_id.into(),
-            revision: cache.revision.into(),
-            file: None,
-            reason: format!("the hub answered with `{commit}`, not a commit hash"),
-        });
+        Ok(Pinned::Online(Self {
+            cache,
+            listed: info.siblings.into_iter().map(|s| s.rfilename).collect(),
+            dir: cache.snapshot_dir(&commit),
+            had_commit_ref: cache.repo_dir().join("refs").join(&commit).exists(),
+            repo: repo_at(&commit),
+            commit,
+        }))
     }
-    let listed: BTreeSet<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
-    let dir = cache.snapshot_dir(&commit);
-    // hf-hub records `refs/<revision>` after each download; pinned to the commit, that is a `refs/<commit>` file
-    // huggingface_hub never writes (and `huggingface-cli scan-cache` would list): removed below unless it was there.
-    let stray_ref = cache.repo_dir().join("refs").join(&commit);
-    let had_stray_ref = stray_ref.exists();
-    // Pinned to the commit so that every file lands in the same snapshot even if the branch moves meanwhile.
-    let pinned = repo_at(&commit);
-    let fetch = |file: &str| -> Result<PathBuf> {
-        let cached = dir.join(file);
+
+    fn has(&self, file: &str) -> bool {
+        self.listed.contains(file)
+    }
+
+    /// The file from the snapshot when already cached, else downloaded into it.
+    fn fetch(&self, file: &str) -> Result<PathBuf> {
+        let cached = self.dir.join(file);
         if cached.is_file() {
             return Ok(cached);
         }
-        pinned.download(file).map_err(|e| hub_err(Some(file), &e))
-    };
-    let absent = |file: &str, reason: &str| Error::Hub {
-        repo: cache.repo_id.into(),
-        revision: cache.revision.into(),
-        file: Some(file.into()),
-        reason: reason.into(),
-    };
+        self.repo
+            .download(file)
+            .map_err(|e| self.cache.hub_error(Some(file), HubFailure::of(&e).reason))
+    }
 
-    if !listed.contains(CONFIG_FILE) {
-        return Err(absent(
-            CONFIG_FILE,
-            "the repository has no config.json (is it a transformers model?)",
-        ));
-    }
-    let config = fetch(CONFIG_FILE)?;
-    let weights = if listed.contains(SAFETENSORS_INDEX) {
-        let index = fetch(SAFETENSORS_INDEX)?;
-        let mut shards = Vec::new();
-        for shard in shards_from_index(&index)? {
-            let name = shard
-                .strip_prefix(&dir)
-                .map(|p| p.to_string_lossy().replace('\\', "/"))
-                .unwrap_or_else(|_| shard.to_string_lossy().into_owned());
-            shards.push(fetch(&name)?);
+    fn fetch_config(&self) -> Result<PathBuf> {
+        if !self.has(CONFIG_FILE) {
+            let reason = "the repository has no config.json (is it a transformers model?)";
+            return Err(self.cache.hub_error(Some(CONFIG_FILE), reason.into()));
         }
-        CheckpointFiles::Safetensors(shards)
-    } else if listed.contains(SAFETENSORS_FILE) {
-        CheckpointFiles::Safetensors(vec![fetch(SAFETENSORS_FILE)?])
-    } else if listed.contains(PYTORCH_FILE) {
-        CheckpointFiles::Pytorch(fetch(PYTORCH_FILE)?)
-    } else {
-        return Err(absent(
-            SAFETENSORS_FILE,
-            &format!("the revision has no weights ({SAFETENSORS_INDEX}, {SAFETENSORS_FILE} or {PYTORCH_FILE})"),
-        ));
-    };
-    let mut processor = Vec::new();
-    for name in PROCESSOR_FILES {
-        if listed.contains(name) {
-            processor.push((name, fetch(name)?));
+        self.fetch(CONFIG_FILE)
+    }
+
+    /// Sharded safetensors, then `model.safetensors`, then `pytorch_model.bin` (as `CheckpointFiles::find`).
+    fn fetch_weights(&self) -> Result<CheckpointFiles> {
+        if self.has(SAFETENSORS_INDEX) {
+            let index = self.fetch(SAFETENSORS_INDEX)?;
+            let mut shards = Vec::new();
+            for shard in shards_from_index(&index)? {
+                shards.push(self.fetch(&shard_name(&self.dir, &shard)?)?);
+            }
+            Ok(CheckpointFiles::Safetensors(shards))
+        } else if self.has(SAFETENSORS_FILE) {
+            Ok(CheckpointFiles::Safetensors(vec![self.fetch(SAFETENSORS_FILE)?]))
+        } else if self.has(PYTORCH_FILE) {
+            Ok(CheckpointFiles::Pytorch(self.fetch(PYTORCH_FILE)?))
+        } else {
+            let reason =
+                format!("the revision has no weights ({SAFETENSORS_INDEX}, {SAFETENSORS_FILE} or {PYTORCH_FILE})");
+            Err(self.cache.hub_error(Some(SAFETENSORS_FILE), reason))
         }
     }
-    cache.write_ref(&commit)?;
-    if !had_stray_ref && cache.revision != commit {
-        // Best effort: a leftover file is harmless.
-        let _ = std::fs::remove_file(&stray_ref);
+
+    /// Whichever of [`PROCESSOR_FILES`] the repository has.
+    fn fetch_processor_files(&self) -> Result<Vec<(&'static str, PathBuf)>> {
+        PROCESSOR_FILES
+            .into_iter()
+            .filter(|name| self.has(name))
+            .map(|name| Ok((name, self.fetch(name)?)))
+            .collect()
     }
-    Ok(ModelFiles {
-        repo_id: cache.repo_id.into(),
-        source: ModelSource::Cache {
-            revision: cache.revision.into(),
-            commit,
-            cache_dir: cache.cache_dir.to_path_buf(),
-        },
-        dir,
-        config,
-        weights,
-        processor,
-    })
+
+    /// Writes `refs/<revision>` and removes the `refs/<commit>` hf-hub left (see [`Self::had_commit_ref`]).
+    fn record_ref(&self) -> Result<()> {
+        self.cache.write_ref(&self.commit)?;
+        if self.had_commit_ref || self.cache.revision == self.commit {
+            return Ok(());
+        }
+        let stray = self.cache.repo_dir().join("refs").join(&self.commit);
+        match std::fs::remove_file(&stray) {
+            // Absent when nothing was downloaded (every file was cached).
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(stray, e)),
+            _ => Ok(()),
+        }
+    }
 }

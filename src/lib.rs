@@ -35,11 +35,13 @@
 pub mod batching;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod files;
 #[cfg(feature = "hub")]
 pub mod hub;
 pub mod model;
 pub mod nn;
+pub mod options;
 pub mod pipeline;
 pub mod processor;
 pub mod retrieval;
@@ -54,7 +56,8 @@ pub use candle_core::quantized::GgmlDType;
 pub use config::{Activation, AltClipConfig, AltClipTextConfig, AltClipVisionConfig};
 pub use error::{Error, Result};
 pub use model::{AltClipModel, AltClipOutput, ForwardOptions};
-pub use pipeline::{AltClip, LoadOptions};
+pub use options::{HubOptions, LoadOptions};
+pub use pipeline::AltClip;
 pub use processor::AltClipProcessor;
 pub use retrieval::{EmbeddingIndex, Hit};
 pub use text_model::{AltClipTextModel, TextModelOutput};

@@ -16,151 +16,16 @@
 //! # }
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
 use crate::batching::TextBatching;
 use crate::error::{Error, Result};
 use crate::model::{l2_normalize, AltClipModel};
+use crate::options::LoadOptions;
 use crate::processor::image::ImageInput;
 use crate::processor::AltClipProcessor;
-
-/// Where to run: parsed from `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N` or `auto` (CUDA, then Metal, then CPU).
-pub fn parse_device(spec: &str) -> Result<Device> {
-    let spec = spec.trim().to_ascii_lowercase();
-    let (kind, ordinal) = match spec.split_once(':') {
-        Some((k, n)) => {
-            let n: usize = n.parse().map_err(|_| Error::InvalidArgument {
-                argument: "device",
-                reason: format!("{spec:?}: the ordinal after ':' must be a number"),
-            })?;
-            (k.to_string(), n)
-        }
-        None => (spec.clone(), 0),
-    };
-    match kind.as_str() {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(ordinal)?),
-        "metal" => Ok(Device::new_metal(ordinal)?),
-        "auto" | "best" => {
-            if candle_core::utils::cuda_is_available() {
-                Ok(Device::new_cuda(ordinal)?)
-            } else if candle_core::utils::metal_is_available() {
-                Ok(Device::new_metal(ordinal)?)
-            } else {
-                Ok(Device::Cpu)
-            }
-        }
-        _ => Err(Error::InvalidArgument {
-            argument: "device",
-            reason: format!("{spec:?} (expected cpu, cuda, cuda:N, metal, metal:N or auto)"),
-        }),
-    }
-}
-
-/// Parses `f32`, `f16` or `bf16` (also `float32`, `float16`, `bfloat16`).
-pub fn parse_dtype(spec: &str) -> Result<DType> {
-    match spec.trim().to_ascii_lowercase().as_str() {
-        "f32" | "float32" | "float" => Ok(DType::F32),
-        "f16" | "float16" | "half" => Ok(DType::F16),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        other => Err(Error::InvalidArgument {
-            argument: "dtype",
-            reason: format!("{other:?} (expected f32, f16 or bf16)"),
-        }),
-    }
-}
-
-/// Parses a weight quantization for [`LoadOptions::quantization`]: `none`, `q8_0`, `q4k` (also `q4_k`), `q6k`,
-/// `q5k`, `q4_0`.
-pub fn parse_quantization(spec: &str) -> Result<Option<GgmlDType>> {
-    match spec.trim().to_ascii_lowercase().replace('-', "_").as_str() {
-        "none" | "" | "f32" => Ok(None),
-        "q8_0" | "q8" => Ok(Some(GgmlDType::Q8_0)),
-        "q4k" | "q4_k" => Ok(Some(GgmlDType::Q4K)),
-        "q5k" | "q5_k" => Ok(Some(GgmlDType::Q5K)),
-        "q6k" | "q6_k" => Ok(Some(GgmlDType::Q6K)),
-        "q4_0" => Ok(Some(GgmlDType::Q4_0)),
-        other => Err(Error::InvalidArgument {
-            argument: "quantization",
-            reason: format!("{other:?} (expected none, q8_0, q6k, q5k, q4k or q4_0)"),
-        }),
-    }
-}
-
-/// Options for [`AltClip::from_pretrained`].
-#[derive(Debug, Clone)]
-pub struct LoadOptions {
-    /// Hub revision: branch, tag, `refs/pr/N` or commit. BAAI/AltCLIP's `main` has only `pytorch_model.bin`; its
-    /// safetensors copy is on `refs/pr/7`.
-    pub revision: String,
-    /// Device for weights and activations.
-    pub device: Device,
-    /// Weight and activation dtype (norms and softmax still accumulate in f32).
-    pub dtype: DType,
-    /// Hub cache directory (default: `HF_HUB_CACHE`, `$HF_HOME/hub`, `~/.cache/huggingface/hub`).
-    pub cache_dir: Option<PathBuf>,
-    /// Show download progress bars.
-    pub progress: bool,
-    /// Force offline (`Some(true)`) or online (`Some(false)`); `None` follows `HF_HUB_OFFLINE`.
-    pub offline: Option<bool>,
-    /// Quantize the encoder projections after loading (see [`AltClipModel::quantize`]); `None` keeps `dtype`.
-    pub quantization: Option<GgmlDType>,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        Self {
-            revision: "main".into(),
-            device: Device::Cpu,
-            dtype: DType::F32,
-            cache_dir: None,
-            progress: true,
-            offline: None,
-            quantization: None,
-        }
-    }
-}
-
-impl LoadOptions {
-    /// Sets the revision.
-    pub fn with_revision(mut self, revision: impl Into<String>) -> Self {
-        self.revision = revision.into();
-        self
-    }
-    /// Sets the device.
-    pub fn with_device(mut self, device: Device) -> Self {
-        self.device = device;
-        self
-    }
-    /// Sets the dtype.
-    pub fn with_dtype(mut self, dtype: DType) -> Self {
-        self.dtype = dtype;
-        self
-    }
-    /// Sets the hub cache directory.
-    pub fn with_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.cache_dir = Some(dir.into());
-        self
-    }
-    /// Turns progress bars on or off.
-    pub fn with_progress(mut self, progress: bool) -> Self {
-        self.progress = progress;
-        self
-    }
-    /// Sets the weight quantization (see [`parse_quantization`]).
-    pub fn with_quantization(mut self, quantization: Option<GgmlDType>) -> Self {
-        self.quantization = quantization;
-        self
-    }
-    /// Forces offline or online mode.
-    pub fn with_offline(mut self, offline: bool) -> Self {
-        self.offline = Some(offline);
-        self
-    }
-}
 
 /// What [`AltClip::embed_images_partial`] returns.
 #[derive(Debug)]
@@ -183,22 +48,14 @@ pub struct AltClip {
 }
 
 impl AltClip {
-    /// Loads from a hub id (`BAAI/AltCLIP`, downloaded or taken from the cache) or a local directory.
+    /// Loads from a hub id (`BAAI/AltCLIP`, downloaded or taken from the cache as [`LoadOptions::hub`] says) or a
+    /// local directory.
     ///
     /// Without the `hub` feature only local directories are accepted.
     pub fn from_pretrained(id_or_dir: &str, options: &LoadOptions) -> Result<Self> {
         #[cfg(feature = "hub")]
         {
-            let mut hub = crate::hub::HubOptions::new()
-                .with_revision(options.revision.clone())
-                .with_progress(options.progress);
-            if let Some(dir) = &options.cache_dir {
-                hub = hub.with_cache_dir(dir.clone());
-            }
-            if let Some(offline) = options.offline {
-                hub = hub.with_offline(offline);
-            }
-            let files = crate::hub::resolve(id_or_dir, &hub)?;
+            let files = crate::hub::resolve(id_or_dir, &options.hub)?;
             let mut clip = Self::from_dir(files.dir(), options)?;
             clip.name = id_or_dir.to_string();
             Ok(clip)
@@ -343,14 +200,15 @@ impl AltClip {
                 Err(e) => failed.push((i, e)),
             }
         }
-        let (c, (h, w)) = (3, size.unwrap_or((0, 0)));
-        let embeddings = if ok.is_empty() {
-            None
-        } else {
-            let pixels = Tensor::from_vec(data, (ok.len(), c, h, w), &Device::Cpu)?
-                .to_dtype(self.model.dtype())?
-                .to_device(self.model.device())?;
-            Some(self.embed_pixels(&pixels)?)
+        // `size` is set exactly when some input was embedded.
+        let embeddings = match size {
+            Some((h, w)) => {
+                let pixels = Tensor::from_vec(data, (ok.len(), 3, h, w), &Device::Cpu)?
+                    .to_dtype(self.model.dtype())?
+                    .to_device(self.model.device())?;
+                Some(self.embed_pixels(&pixels)?)
+            }
+            None => None,
         };
         Ok(PartialEmbeddings { embeddings, ok, failed })
     }
@@ -362,8 +220,12 @@ impl AltClip {
     }
 
     /// `exp(logit_scale) · a bᵀ` for normalised embeddings: e.g. `logits(images, texts)` is `logits_per_image`.
+    ///
+    /// [`AltClipModel::logits`] on the model's device (where `logit_scale` lives), returned on the CPU like the
+    /// embeddings.
     pub fn logits(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-        let scale = f64::from(self.model.logit_scale()?);
-        Ok((a.matmul(&b.t()?)? * scale)?)
+        let device = self.model.device();
+        let logits = self.model.logits(&a.to_device(device)?, &b.to_device(device)?)?;
+        Ok(logits.to_device(&Device::Cpu)?)
     }
 }

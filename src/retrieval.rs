@@ -7,6 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::export::save_f32_safetensors;
 use crate::model::l2_normalize;
 
 /// Name of the embedding tensor in a saved index.
@@ -146,35 +147,6 @@ impl EmbeddingIndex {
         })?;
         Self::new(ids, embeddings)
     }
-}
-
-/// Writes tensors as f32 safetensors with string metadata (candle's own writer has no metadata).
-pub fn save_f32_safetensors(
-    tensors: &[(&str, &Tensor)],
-    metadata: HashMap<String, String>,
-    path: impl AsRef<Path>,
-) -> Result<()> {
-    let path = path.as_ref();
-    let file_err = |reason: String| Error::WeightFile {
-        path: path.into(),
-        reason,
-    };
-    let mut buffers = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let values: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        buffers.push((*name, t.dims().to_vec(), bytes));
-    }
-    let mut views = Vec::with_capacity(buffers.len());
-    for (name, shape, bytes) in &buffers {
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-            .map_err(|e| file_err(e.to_string()))?;
-        views.push((*name, view));
-    }
-    safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| match e {
-        safetensors::SafeTensorError::IoError(source) => Error::io(path, source),
-        other => file_err(other.to_string()),
-    })
 }
 
 #[cfg(test)]

@@ -26,25 +26,21 @@
 //! | safetensors tensor of wrong dtype / shape, missing one | `model_errors.rs::wrong_shape_missing_tensor_and_wrong_dtype_are_named`    |
 //! | `pytorch_model.bin` that is not a pickle               | `model_errors.rs::pytorch_bin_that_is_not_a_pickle_is_a_weight_file_error` |
 //! | missing tokenizer, garbage sentencepiece               | `tokenizer.rs::missing_tokenizer_files_name_the_directory`, `garbage_tokenizer_files_give_typed_errors`, `corrupted_sentencepiece_models_never_panic` |
-//! | unwritable output (examples)                           | `pipeline.rs::embed_example_bad_inputs_are_clear_errors`; here: `embed_example_hostile_paths` |
-//! | unreadable directory, symlink cycles (examples)        | here: `embed_example_hostile_paths`                                        |
+//! | unwritable output (`export`, the embed example)         | `pipeline.rs::export_bad_inputs_are_typed_errors`, `examples/embed.rs`; here: `export_hostile_paths` |
+//! | unreadable directory, symlink cycles (`export`)        | here: `export_hostile_paths`                                               |
 
 mod common;
-
-#[path = "../examples/embed.rs"]
-#[allow(dead_code)]
-mod embed_example;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
+use altclip::export::{self, BatchOptions, Embeddings};
 use altclip::processor::image::{DecodeLimits, ImageInput, ImageProcessor, ImageProcessorConfig, RawFormat};
 use altclip::processor::text::TokenizerConfig;
 use altclip::{AltClip, AltClipConfig, AltClipModel, Error, LoadOptions};
 use candle_core::{DType, Device};
-use clap::Parser;
 use common::fixture;
 use image::{DynamicImage, ImageFormat, RgbImage};
 
@@ -547,13 +543,15 @@ fn safetensors_with_lying_headers() {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// the embed example on hostile paths
+// the export module (what the embed example runs) on hostile paths
 
-fn embed_args(extra: &[&str]) -> embed_example::Args {
-    let model_dir = fixture("tiny_full").display().to_string();
-    let mut argv = vec!["embed", "--model-dir", &model_dir, "--quiet"];
-    argv.extend_from_slice(extra);
-    embed_example::Args::try_parse_from(argv).unwrap()
+fn embed(images: &[PathBuf], texts: &[&str]) -> altclip::Result<Embeddings> {
+    let texts: Vec<String> = texts.iter().map(|t| t.to_string()).collect();
+    let options = BatchOptions {
+        batch_size: 1,
+        strict: false,
+    };
+    export::embed_batches(&clip(), images, &texts, &options, &mut |_| {})
 }
 
 fn repo_path(rel: &str) -> PathBuf {
@@ -562,7 +560,7 @@ fn repo_path(rel: &str) -> PathBuf {
 
 #[cfg(unix)]
 #[test]
-fn embed_example_hostile_paths() {
+fn export_hostile_paths() {
     use std::os::unix::fs::{symlink, PermissionsExt};
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
@@ -572,69 +570,79 @@ fn embed_example_hostile_paths() {
     symlink(root, root.join("loop_b")).unwrap();
     // A dangling symlink with an image name: reported and skipped like any unreadable image.
     symlink(root.join("missing.png"), root.join("dangling.png")).unwrap();
-    let root_s = root.display().to_string();
-    let emb = embed_example::embed(&embed_args(&["--image", &root_s])).unwrap();
+    let emb = embed(&export::collect_images(&[root.to_path_buf()]).unwrap(), &[]).unwrap();
     assert_eq!(emb.image_paths, [root.join("cat.png")]);
     assert_eq!(emb.skipped.len(), 1);
     assert!(emb.skipped[0].0.ends_with("dangling.png"));
-    assert!(emb.skipped[0].1.contains("dangling.png"), "{}", emb.skipped[0].1);
+    let reason = emb.skipped[0].1.to_string();
+    assert!(reason.contains("dangling.png"), "{reason}");
 
     // An unreadable directory is an error naming it (only observable when not running as root).
     let locked = root.join("locked");
     std::fs::create_dir(&locked).unwrap();
     std::fs::copy(repo_path("examples/images/cat.png"), locked.join("x.png")).unwrap();
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o000)).unwrap();
-    let locked_s = locked.display().to_string();
     if std::fs::read_dir(&locked).is_err() {
-        let err = embed_example::embed(&embed_args(&["--image", &locked_s]))
-            .err()
-            .unwrap();
-        assert!(format!("{err:#}").contains("cannot read directory"), "{err:#}");
+        match export::collect_images(std::slice::from_ref(&locked)) {
+            Err(Error::Io { path, .. }) => assert_eq!(path, locked),
+            other => panic!("{other:?}"),
+        }
     } else {
         println!("running as root: directory permissions are not enforced, unreadable-directory case skipped");
     }
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
 
     // Outputs that cannot be written: a directory, a path under a regular file.
-    let msg = |args: embed_example::Args| format!("{:#}", embed_example::run(&args, &mut Vec::new()).err().unwrap());
-    let as_dir = root.display().to_string();
-    assert!(msg(embed_args(&["--text", "x", "--output", &as_dir])).contains("cannot write"));
-    let under_file = root.join("cat.png/out.json").display().to_string();
-    assert!(msg(embed_args(&["--text", "x", "--output", &under_file])).contains("cannot write"));
+    let emb = embed(&[], &["x"]).unwrap();
+    for out in [root.to_path_buf(), root.join("cat.png/out.json")] {
+        assert!(matches!(export::check_writable(&out), Err(Error::Io { ref path, .. }) if *path == out));
+        assert!(matches!(emb.save_json(&out), Err(Error::Io { ref path, .. }) if *path == out));
+    }
     // A model directory that does not exist names it.
-    let args =
-        embed_example::Args::try_parse_from(["embed", "--model-dir", "/definitely/not/here", "--text", "x"]).unwrap();
-    assert!(msg(args).contains("/definitely/not/here"));
-    let _ = Path::new(&root_s);
+    let err = AltClip::from_dir("/definitely/not/here", &LoadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("/definitely/not/here"), "{err}");
 }
 
-/// The embed example streams its JSON (bounded memory on big directories, issue #5 item 5, measured by
+/// The documented JSON document as a `serde_json::Value` (keys in order: the tests enable `preserve_order`), the
+/// reference for the streamed bytes.
+fn json_document(emb: &Embeddings) -> serde_json::Value {
+    let rows =
+        |t: &Option<candle_core::Tensor>| -> Vec<Vec<f32>> { t.as_ref().map_or(Vec::new(), |t| t.to_vec2().unwrap()) };
+    let images: Vec<serde_json::Value> = emb
+        .image_paths
+        .iter()
+        .zip(rows(&emb.image_embeds))
+        .map(|(p, e)| serde_json::json!({"path": p.display().to_string(), "embedding": e}))
+        .collect();
+    let texts: Vec<serde_json::Value> = emb
+        .texts
+        .iter()
+        .zip(rows(&emb.text_embeds))
+        .map(|(t, e)| serde_json::json!({"text": t, "embedding": e}))
+        .collect();
+    let mut doc = serde_json::json!({"model": emb.model, "dim": emb.dim, "images": images, "texts": texts});
+    if emb.logits_per_image.is_some() {
+        doc["logits_per_image"] = serde_json::to_value(rows(&emb.logits_per_image)).unwrap();
+    }
+    doc
+}
+
+/// `export` streams the embed JSON (bounded memory on big directories, issue #5 item 5, measured by
 /// `scripts/measure_embed_rss.sh`): the streamed bytes are exactly those of the documented JSON document.
 #[test]
-fn embed_example_streams_the_same_json_document() {
-    let cat = repo_path("examples/images/cat.png").display().to_string();
-    let coffee = repo_path("examples/images/coffee.png").display().to_string();
-    for extra in [
-        &[
-            "--image",
-            &cat,
-            "--image",
-            &coffee,
-            "--text",
-            "猫 \"quoted\"\n",
-            "--text",
-            "",
-        ][..],
-        &["--image", &cat],
-        &["--text", "only text"],
-    ] {
-        let mut args = extra.to_vec();
-        args.extend(["--batch-size", "1"]);
+fn export_streams_the_same_json_document() {
+    let cat = repo_path("examples/images/cat.png");
+    let coffee = repo_path("examples/images/coffee.png");
+    let cases: [(Vec<PathBuf>, &[&str]); 3] = [
+        (vec![cat.clone(), coffee], &["猫 \"quoted\"\n", ""]),
+        (vec![cat], &[]),
+        (vec![], &["only text"]),
+    ];
+    for (images, texts) in cases {
+        let emb = embed(&images, texts).unwrap();
         let mut streamed = Vec::new();
-        let emb = embed_example::run(&embed_args(&args), &mut streamed).unwrap();
-        let doc = emb.to_json(emb.logit_scale).unwrap();
-        let mut expected = serde_json::to_vec(&doc).unwrap();
-        expected.push(b'\n');
+        emb.write_json(&mut streamed, Path::new("<memory>")).unwrap();
+        let expected = serde_json::to_vec(&json_document(&emb)).unwrap();
         assert_eq!(
             String::from_utf8(streamed).unwrap(),
             String::from_utf8(expected).unwrap()

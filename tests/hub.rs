@@ -406,11 +406,11 @@ fn mock_hub(layout: &str) -> MockHub {
     MockHub { endpoint, requests }
 }
 
-fn serve(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>, log: &Mutex<Vec<String>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+/// The request's path and `Range` header; `None` when the request line cannot be read.
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<(String, Option<String>)> {
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
-        return;
+        return None;
     }
     let mut range = None;
     loop {
@@ -425,28 +425,61 @@ fn serve(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>, log: &Mutex<Ve
         }
     }
     let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+    Some((path, range))
+}
+
+fn respond(stream: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]) {
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+    let _ = stream.flush();
+}
+
+fn not_found(stream: &mut TcpStream, code: &str, msg: &str) {
+    respond(
+        stream,
+        "404 Not Found",
+        &[("X-Error-Code", code.into()), ("X-Error-Message", msg.into())],
+        b"",
+    )
+}
+
+/// A file download, honouring the `Range` requests hf-hub sends (`bytes=0-0` to probe, then from an offset).
+fn serve_file(stream: &mut TcpStream, name: &str, data: &[u8], range: Option<&str>) {
+    let start: usize = range
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.split('-').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let end = match range {
+        Some("bytes=0-0") => 1,
+        _ => data.len(),
+    };
+    let body = &data[start.min(data.len())..end];
+    let headers = [
+        ("ETag", format!("\"etag-{name}\"")),
+        ("X-Repo-Commit", COMMIT.to_string()),
+        (
+            "Content-Range",
+            format!("bytes {start}-{}/{}", end.saturating_sub(1), data.len()),
+        ),
+    ];
+    respond(stream, "206 Partial Content", &headers, body);
+}
+
+fn serve(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>, log: &Mutex<Vec<String>>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let Some((path, range)) = read_request(&mut reader) else {
+        return;
+    };
     log.lock().unwrap().push(path.clone());
-    let respond = |stream: &mut TcpStream, status: &str, headers: &[(&str, String)], body: &[u8]| {
-        let mut head = format!(
-            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        head.push_str("\r\n");
-        let _ = stream.write_all(head.as_bytes());
-        let _ = stream.write_all(body);
-        let _ = stream.flush();
-    };
-    let not_found = |stream: &mut TcpStream, code: &str, msg: &str| {
-        respond(
-            stream,
-            "404 Not Found",
-            &[("X-Error-Code", code.into()), ("X-Error-Message", msg.into())],
-            b"",
-        )
-    };
     let info_prefix = format!("/api/models/{REPO}/revision/");
     let resolve_prefix = format!("/{REPO}/resolve/{COMMIT}/");
     if let Some(rev) = path.strip_prefix(&info_prefix) {
@@ -465,26 +498,7 @@ fn serve(mut stream: TcpStream, files: &HashMap<String, Vec<u8>>, log: &Mutex<Ve
         let Some(data) = files.get(name) else {
             return not_found(&mut stream, "EntryNotFound", "Entry not found");
         };
-        let start: usize = range
-            .as_deref()
-            .and_then(|r| r.strip_prefix("bytes="))
-            .and_then(|r| r.split('-').next())
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let end = match range.as_deref() {
-            Some("bytes=0-0") => 1,
-            _ => data.len(),
-        };
-        let body = &data[start.min(data.len())..end];
-        let headers = [
-            ("ETag", format!("\"etag-{name}\"")),
-            ("X-Repo-Commit", COMMIT.to_string()),
-            (
-                "Content-Range",
-                format!("bytes {start}-{}/{}", end.saturating_sub(1), data.len()),
-            ),
-        ];
-        respond(&mut stream, "206 Partial Content", &headers, body);
+        serve_file(&mut stream, name, data, range.as_deref());
     } else if path.starts_with("/api/models/") {
         not_found(&mut stream, "RepoNotFound", "Repository not found")
     } else {

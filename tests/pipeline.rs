@@ -1,25 +1,16 @@
 //! End to end on the complete tiny model repository (`tests/fixtures/tiny_full`, random weights) and the bundled
-//! photos: zero-shot and embeddings against transformers (`scripts/make_pipeline_fixtures.py`), and both examples
-//! run through their own code.
-
-// Both examples include examples/common/model_args.rs as their own module; here they are compiled side by side.
-#![allow(clippy::duplicate_mod)]
+//! photos: zero-shot and embeddings against transformers (`scripts/make_pipeline_fixtures.py`), and the `export`
+//! calls the embed example makes. The examples' command lines are tested in their own files
+//! (`cargo test --example embed`, `--example zero_shot`).
 
 mod common;
 
-#[path = "../examples/embed.rs"]
-#[allow(dead_code)]
-mod embed_example;
-#[path = "../examples/zero_shot.rs"]
-#[allow(dead_code)]
-mod zero_shot_example;
-
 use std::path::{Path, PathBuf};
 
+use altclip::export::{self, BatchOptions, Embeddings, Format};
 use altclip::processor::image::ImageInput;
-use altclip::{AltClip, LoadOptions, ZeroShotClassifier};
+use altclip::{AltClip, Error, LoadOptions, ZeroShotClassifier};
 use candle_core::Tensor;
-use clap::Parser;
 use common::fixture;
 use serde_json::Value;
 
@@ -95,31 +86,30 @@ fn zero_shot_matches_transformers_order_and_probabilities() {
     assert!(worst <= 1e-5, "{worst}");
 }
 
+fn embed(images: &[PathBuf], texts: &[String], batch_size: usize, strict: bool) -> altclip::Result<Embeddings> {
+    let options = BatchOptions { batch_size, strict };
+    let mut done = 0;
+    let emb = export::embed_batches(&clip(), images, texts, &options, &mut |n| done += n);
+    if emb.is_ok() {
+        assert_eq!(done, images.len() + texts.len(), "progress counts every input once");
+    }
+    emb
+}
+
 #[test]
-fn embed_example_json_matches_transformers() {
+fn export_json_matches_transformers() {
     let e = expected();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.json");
-    let mut argv = vec![
-        "embed".to_string(),
-        "--model-dir".into(),
-        fixture("tiny_full").display().to_string(),
-    ];
-    for p in strings(&e["images"]) {
-        argv.extend(["--image".into(), repo_path(&p).display().to_string()]);
-    }
-    for t in strings(&e["texts"]) {
-        argv.extend(["--text".into(), t]);
-    }
-    argv.extend([
-        "--batch-size".into(),
-        "2".into(),
-        "--quiet".into(),
-        "--output".into(),
-        out.display().to_string(),
-    ]);
-    let args = embed_example::Args::try_parse_from(&argv).unwrap();
-    embed_example::run(&args, &mut Vec::new()).unwrap();
+    let images: Vec<PathBuf> = strings(&e["images"]).iter().map(|p| repo_path(p)).collect();
+    let emb = embed(
+        &export::collect_images(&images).unwrap(),
+        &strings(&e["texts"]),
+        2,
+        false,
+    )
+    .unwrap();
+    emb.save(Format::Json, &out).unwrap();
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(doc["dim"], 24);
     let embeddings = |key: &str| -> Vec<Vec<f32>> {
@@ -145,15 +135,8 @@ fn embed_example_json_matches_transformers() {
     assert_eq!(doc["texts"][1]["text"], "一杯咖啡");
 }
 
-fn embed_args(extra: &[&str]) -> embed_example::Args {
-    let model_dir = fixture("tiny_full").display().to_string();
-    let mut argv = vec!["embed", "--model-dir", &model_dir, "--quiet"];
-    argv.extend_from_slice(extra);
-    embed_example::Args::try_parse_from(argv).unwrap()
-}
-
 #[test]
-fn embed_example_walks_directories_skips_unreadable_images_and_honours_strict() {
+fn export_walks_directories_skips_unreadable_images_and_honours_strict() {
     let dir = tempfile::tempdir().unwrap();
     let nested = dir.path().join("a/b");
     std::fs::create_dir_all(&nested).unwrap();
@@ -161,8 +144,8 @@ fn embed_example_walks_directories_skips_unreadable_images_and_honours_strict() 
     std::fs::copy(repo_path("examples/images/coffee.png"), dir.path().join("coffee.png")).unwrap();
     std::fs::write(dir.path().join("broken.png"), b"this is text, not a PNG").unwrap();
     std::fs::write(dir.path().join("notes.txt"), b"ignored: not an image extension").unwrap();
-    let root = dir.path().display().to_string();
-    let emb = embed_example::embed(&embed_args(&["--image", &root])).unwrap();
+    let found = export::collect_images(&[dir.path().to_path_buf()]).unwrap();
+    let emb = embed(&found, &[], 16, false).unwrap();
     let names: Vec<String> = emb
         .image_paths
         .iter()
@@ -177,113 +160,65 @@ fn embed_example_walks_directories_skips_unreadable_images_and_honours_strict() 
         .unwrap();
     let got = emb.image_embeds.as_ref().unwrap().get(0).unwrap().unsqueeze(0).unwrap();
     assert!(common::max_abs_diff(&got, &direct) <= 1e-6, "batch vs single");
-    let err = embed_example::embed(&embed_args(&["--image", &root, "--strict"]))
-        .err()
-        .unwrap();
+    let err = embed(&found, &[], 16, true).err().unwrap();
     assert!(format!("{err:#}").contains("broken.png"), "{err:#}");
 }
 
 #[test]
-fn embed_example_writes_safetensors_and_npy() {
+fn export_writes_safetensors_and_npy() {
     let dir = tempfile::tempdir().unwrap();
     let st = dir.path().join("e.safetensors");
-    let cat = repo_path("examples/images/cat.png").display().to_string();
-    let st_s = st.display().to_string();
-    embed_example::run(
-        &embed_args(&[
-            "--image",
-            &cat,
-            "--text",
-            "猫",
-            "--format",
-            "safetensors",
-            "--output",
-            &st_s,
-        ]),
-        &mut Vec::new(),
-    )
-    .unwrap();
+    let cat = vec![repo_path("examples/images/cat.png")];
+    embed(&cat, &["猫".into()], 16, false)
+        .unwrap()
+        .save(Format::Safetensors, &st)
+        .unwrap();
     let t = candle_core::safetensors::load(&st, &candle_core::Device::Cpu).unwrap();
     assert_eq!(t["image_embeds"].dims(), [1, 24]);
     assert_eq!(t["logits_per_image"].dims(), [1, 1]);
     let npy = dir.path().join("e.npy");
-    let npy_s = npy.display().to_string();
-    embed_example::run(
-        &embed_args(&["--image", &cat, "--format", "npy", "--output", &npy_s]),
-        &mut Vec::new(),
-    )
-    .unwrap();
+    embed(&cat, &[], 16, false).unwrap().save(Format::Npy, &npy).unwrap();
     let back = Tensor::read_npy(&npy).unwrap();
     assert_eq!(common::max_abs_diff(&back, &t["image_embeds"]), 0.0);
 }
 
-#[test]
-fn embed_example_bad_inputs_are_clear_errors() {
-    let msg = |args: embed_example::Args| format!("{:#}", embed_example::run(&args, &mut Vec::new()).err().unwrap());
-    assert!(msg(embed_args(&[])).contains("nothing to embed"));
-    assert!(msg(embed_args(&["--image", "/definitely/not/here"])).contains("no such file"));
-    let unwritable = "/proc/definitely-not-writable/out.json";
-    assert!(msg(embed_args(&["--text", "x", "--output", unwritable])).contains("cannot write"));
-    assert!(msg(embed_args(&["--text", "x", "--format", "npy"])).contains("--output"));
-    assert!(msg(embed_args(&["--text", "x", "--batch-size", "0"])).contains("batch-size"));
-    assert!(msg(embed_args(&["--text", "x", "--device", "tpu"])).contains("device"));
-}
-
-fn zero_shot_args(extra: &[&str]) -> zero_shot_example::Args {
-    let model_dir = fixture("tiny_full").display().to_string();
-    let mut argv = vec!["zero_shot", "--model-dir", &model_dir];
-    argv.extend_from_slice(extra);
-    zero_shot_example::Args::try_parse_from(argv).unwrap()
-}
-
-#[test]
-fn zero_shot_example_prints_a_ranked_table() {
-    let e = expected();
-    let cat = repo_path("examples/images/cat.png").display().to_string();
-    let labels = strings(&e["labels"]).join(",");
-    let templates = strings(&e["templates"]);
-    let mut argv = vec!["--image", &cat, "--labels", &labels, "--top-k", "2"];
-    for t in &templates {
-        argv.extend(["--template", t]);
+/// `argument: reason` of an `Error::InvalidArgument`.
+fn invalid<T: std::fmt::Debug>(r: altclip::Result<T>) -> String {
+    match r {
+        Err(Error::InvalidArgument { argument, reason }) => format!("{argument}: {reason}"),
+        other => panic!("{other:?}"),
     }
-    let mut out = Vec::new();
-    zero_shot_example::run(&zero_shot_args(&argv), &mut out).unwrap();
-    let out = String::from_utf8(out).unwrap();
-    let probs = matrix(&e["zero_shot_probs"]).remove(0);
-    let best = (0..probs.len()).max_by(|&a, &b| probs[a].total_cmp(&probs[b])).unwrap();
-    let best_label = &strings(&e["labels"])[best];
-    let first_row = out.lines().nth(2).unwrap();
-    assert!(
-        first_row.contains(best_label.as_str()) && first_row.contains(&format!("{:.4}", probs[best])),
-        "{out}"
-    );
-    assert_eq!(out.lines().count(), 4, "{out}");
 }
 
 #[test]
-fn zero_shot_example_rejects_bad_labels_and_missing_files() {
-    let cat = repo_path("examples/images/cat.png").display().to_string();
-    let run = |extra: &[&str]| {
-        format!(
-            "{:#}",
-            zero_shot_example::run(&zero_shot_args(extra), &mut Vec::new())
-                .err()
-                .unwrap()
-        )
-    };
-    assert!(run(&["--image", &cat, "--labels", "cat,cat"]).contains("twice"));
-    assert!(run(&["--image", &cat, "--labels", "cat,,dog"]).contains("empty"));
-    assert!(run(&["--image", &cat, "--labels", ""]).contains("labels"));
-    assert!(run(&["--image", &cat, "--labels", "cat", "--template", "no placeholder"]).contains("placeholder"));
-    assert!(run(&["--image", "/no/such/image.png", "--labels", "cat"]).contains("/no/such/image.png"));
-    let empty_dir = tempfile::tempdir().unwrap();
-    let empty = empty_dir.path().display().to_string();
-    let argv = ["zero_shot", "--model-dir", &empty, "--image", &cat, "--labels", "cat"];
-    let args = zero_shot_example::Args::try_parse_from(argv).unwrap();
-    let err = format!("{:#}", zero_shot_example::run(&args, &mut Vec::new()).err().unwrap());
-    assert!(err.contains("config.json"), "{err}");
+fn export_bad_inputs_are_typed_errors() {
+    assert!(invalid(embed(&[], &[], 16, false)).contains("nothing to embed"));
+    match export::collect_images(&[PathBuf::from("/definitely/not/here")]) {
+        Err(Error::Io { path, source }) => {
+            assert!(path.ends_with("/definitely/not/here") && source.kind() == std::io::ErrorKind::NotFound)
+        }
+        other => panic!("{other:?}"),
+    }
+    let unwritable = Path::new("/proc/definitely-not-writable/out.json");
+    assert!(matches!(export::check_writable(unwritable), Err(Error::Io { path, .. }) if path == unwritable));
+    assert!(invalid(embed(&[], &["x".into()], 0, false)).starts_with("batch_size"));
+    assert!(matches!(
+        altclip::options::parse_device("tpu"),
+        Err(Error::InvalidArgument { argument: "device", .. })
+    ));
+    assert!(matches!("npy".parse(), Ok(Format::Npy)));
+    assert!(matches!(
+        "csv".parse::<Format>(),
+        Err(Error::InvalidArgument { argument: "format", .. })
+    ));
+    // Nothing embedded: every image was unreadable.
+    let broken = tempfile::NamedTempFile::with_suffix(".png").unwrap();
+    let nothing = embed(&[broken.path().to_path_buf()], &[], 16, false).unwrap();
+    assert_eq!(nothing.skipped.len(), 1);
+    assert!(invalid(nothing.save_npy(&broken.path().with_extension("npy"))).starts_with("images"));
 }
 
+#[cfg(feature = "hub")]
 #[test]
 fn offline_hub_id_with_an_empty_cache_is_a_clear_error() {
     let cache = tempfile::tempdir().unwrap();
@@ -316,6 +251,7 @@ fn partial_embedding_keeps_good_rows_in_order() {
     assert!(clip.embed_texts(&[]).is_err());
 }
 
+#[cfg(feature = "hub")]
 #[test]
 fn processor_from_pretrained_accepts_a_local_directory() {
     let dir = fixture("tiny_full");
@@ -403,4 +339,29 @@ fn length_bucketed_text_embeddings_match_padding_to_the_longest_in_input_order()
     assert!(common::max_abs_diff(&reference.get(3).unwrap(), &single.get(0).unwrap()) < 1e-6);
     assert!(common::max_abs_diff(&reference.get(1).unwrap(), &reference.get(4).unwrap()) < 1e-6);
     assert!(common::max_abs_diff(&reference.get(0).unwrap(), &reference.get(1).unwrap()) > 1e-3);
+}
+
+#[test]
+fn logits_are_the_models_and_equal_the_scaled_cosines_bit_for_bit() {
+    let clip = clip();
+    let cat = repo_path("examples/images/cat.png");
+    let images = clip.embed_images(&[ImageInput::Path(&cat)]).unwrap();
+    let texts = clip.embed_texts(&["a cat", "一杯咖啡", "an astronaut"]).unwrap();
+    let logits = clip.logits(&images, &texts).unwrap();
+    assert_eq!(logits.dims(), [1, 3]);
+    let model = clip.model().logits(&images, &texts).unwrap();
+    // What `AltClip::logits` computed before it delegated: exp(logit_scale) as an f32, times the cosines.
+    let scale = f64::from(clip.model().logit_scale().unwrap());
+    let before = (images.matmul(&texts.t().unwrap()).unwrap() * scale).unwrap();
+    let bits = |t: &Tensor| -> Vec<u32> {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    assert_eq!(bits(&logits), bits(&model));
+    assert_eq!(bits(&logits), bits(&before));
 }

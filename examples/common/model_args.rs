@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use altclip::pipeline::{parse_device, parse_dtype, parse_quantization};
+use altclip::options::{parse_device, parse_dtype, parse_quantization};
 use altclip::{AltClip, LoadOptions};
 use anyhow::Context;
 

@@ -1,0 +1,269 @@
+//! What loading a model takes: where its files come from ([`HubOptions`]) and how it is placed ([`LoadOptions`]:
+//! those hub options plus device, dtype and quantization), with the parsers for their command-line spellings.
+//! Plain data, compiled with or without the `hub` feature; `hub`, `pipeline`, `processor` and the examples read it.
+
+use std::path::PathBuf;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device};
+
+use crate::error::{Error, Result};
+
+/// How `hub::resolve` finds a model: revision, cache, progress bars, token, endpoint and offline mode.
+///
+/// Unset values come from the environment (see `hub::HubEnv`). Also reachable as `altclip::hub::HubOptions` when
+/// the `hub` feature is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubOptions {
+    /// Branch, tag, `refs/pr/N` or 40-hex commit hash. Default `main`.
+    pub revision: String,
+    /// The hub cache directory (the one holding `models--ORG--NAME`); default from the environment.
+    pub cache_dir: Option<PathBuf>,
+    /// Show download progress bars on stderr. Default `false` here; [`LoadOptions::default`] turns them on.
+    pub progress: bool,
+    /// Access token for private or gated repositories; default `HF_TOKEN`, then the token file
+    /// `$HF_HOME/token` (`~/.cache/huggingface/token`) that `huggingface-cli login` writes.
+    pub token: Option<String>,
+    /// `Some(true)`: cache only, no network; `Some(false)`: online even if `HF_HUB_OFFLINE` is set;
+    /// `None` (default): follow `HF_HUB_OFFLINE`.
+    pub offline: Option<bool>,
+    /// Hub endpoint, e.g. a mirror; default `HF_ENDPOINT`, then `https://huggingface.co`.
+    pub endpoint: Option<String>,
+}
+
+impl Default for HubOptions {
+    fn default() -> Self {
+        Self {
+            revision: "main".into(),
+            cache_dir: None,
+            progress: false,
+            token: None,
+            offline: None,
+            endpoint: None,
+        }
+    }
+}
+
+impl HubOptions {
+    /// Options with every default: revision `main`, cache and offline mode from the environment.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the revision: branch, tag, `refs/pr/N` or commit hash.
+    pub fn with_revision(mut self, revision: impl Into<String>) -> Self {
+        self.revision = revision.into();
+        self
+    }
+
+    /// Sets the hub cache directory (the one holding `models--ORG--NAME`).
+    pub fn with_cache_dir(mut self, cache_dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(cache_dir.into());
+        self
+    }
+
+    /// Shows or hides download progress bars.
+    pub fn with_progress(mut self, progress: bool) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Sets the access token.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Forces offline (`true`) or online (`false`) mode, overriding `HF_HUB_OFFLINE`.
+    pub fn with_offline(mut self, offline: bool) -> Self {
+        self.offline = Some(offline);
+        self
+    }
+
+    /// Sets the hub endpoint (overriding `HF_ENDPOINT`).
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+}
+
+/// Options for [`AltClip::from_pretrained`](crate::AltClip::from_pretrained) and
+/// [`AltClip::from_dir`](crate::AltClip::from_dir): the hub options (for hub ids) and where and in
+/// which precision the model runs.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// How a hub id is resolved (revision, cache, token, endpoint, offline mode, progress bars); unused for a
+    /// local directory. BAAI/AltCLIP's `main` has only `pytorch_model.bin`; its safetensors copy is on
+    /// `refs/pr/7`.
+    pub hub: HubOptions,
+    /// Device for weights and activations.
+    pub device: Device,
+    /// Weight and activation dtype (norms and softmax still accumulate in f32).
+    pub dtype: DType,
+    /// Quantize the encoder projections after loading (see [`AltClipModel::quantize`](crate::AltClipModel::quantize)); `None` keeps `dtype`.
+    pub quantization: Option<GgmlDType>,
+}
+
+impl Default for LoadOptions {
+    /// [`HubOptions::default`] but with progress bars on (the one-call loader is usually interactive), CPU, f32,
+    /// no quantization.
+    fn default() -> Self {
+        Self {
+            hub: HubOptions::default().with_progress(true),
+            device: Device::Cpu,
+            dtype: DType::F32,
+            quantization: None,
+        }
+    }
+}
+
+impl LoadOptions {
+    /// Replaces the hub options as a whole (progress bars included: [`HubOptions::default`] has them off).
+    pub fn with_hub(mut self, hub: HubOptions) -> Self {
+        self.hub = hub;
+        self
+    }
+    /// Sets the device.
+    pub fn with_device(mut self, device: Device) -> Self {
+        self.device = device;
+        self
+    }
+    /// Sets the dtype.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+    /// Sets the weight quantization (see [`parse_quantization`]).
+    pub fn with_quantization(mut self, quantization: Option<GgmlDType>) -> Self {
+        self.quantization = quantization;
+        self
+    }
+    /// Sets the hub revision ([`HubOptions::with_revision`] on [`LoadOptions::hub`]).
+    pub fn with_revision(mut self, revision: impl Into<String>) -> Self {
+        self.hub = self.hub.with_revision(revision);
+        self
+    }
+    /// Sets the hub cache directory ([`HubOptions::with_cache_dir`] on [`LoadOptions::hub`]).
+    pub fn with_cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.hub = self.hub.with_cache_dir(dir);
+        self
+    }
+    /// Turns download progress bars on or off ([`HubOptions::with_progress`] on [`LoadOptions::hub`]).
+    pub fn with_progress(mut self, progress: bool) -> Self {
+        self.hub = self.hub.with_progress(progress);
+        self
+    }
+    /// Forces offline or online mode ([`HubOptions::with_offline`] on [`LoadOptions::hub`]).
+    pub fn with_offline(mut self, offline: bool) -> Self {
+        self.hub = self.hub.with_offline(offline);
+        self
+    }
+}
+
+/// Where to run: parsed from `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N` or `auto` (CUDA, then Metal, then CPU).
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let spec = spec.trim().to_ascii_lowercase();
+    let (kind, ordinal) = match spec.split_once(':') {
+        Some((k, n)) => {
+            let n: usize = n.parse().map_err(|_| Error::InvalidArgument {
+                argument: "device",
+                reason: format!("{spec:?}: the ordinal after ':' must be a number"),
+            })?;
+            (k.to_string(), n)
+        }
+        None => (spec.clone(), 0),
+    };
+    match kind.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::new_cuda(ordinal)?),
+        "metal" => Ok(Device::new_metal(ordinal)?),
+        "auto" | "best" => {
+            if candle_core::utils::cuda_is_available() {
+                Ok(Device::new_cuda(ordinal)?)
+            } else if candle_core::utils::metal_is_available() {
+                Ok(Device::new_metal(ordinal)?)
+            } else {
+                Ok(Device::Cpu)
+            }
+        }
+        _ => Err(Error::InvalidArgument {
+            argument: "device",
+            reason: format!("{spec:?} (expected cpu, cuda, cuda:N, metal, metal:N or auto)"),
+        }),
+    }
+}
+
+/// Parses `f32`, `f16` or `bf16` (also `float32`, `float16`, `bfloat16`).
+pub fn parse_dtype(spec: &str) -> Result<DType> {
+    match spec.trim().to_ascii_lowercase().as_str() {
+        "f32" | "float32" | "float" => Ok(DType::F32),
+        "f16" | "float16" | "half" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        other => Err(Error::InvalidArgument {
+            argument: "dtype",
+            reason: format!("{other:?} (expected f32, f16 or bf16)"),
+        }),
+    }
+}
+
+/// Parses a weight quantization for [`LoadOptions::quantization`]: `none`, `q8_0`, `q4k` (also `q4_k`), `q6k`,
+/// `q5k`, `q4_0`.
+pub fn parse_quantization(spec: &str) -> Result<Option<GgmlDType>> {
+    match spec.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+        "none" | "" | "f32" => Ok(None),
+        "q8_0" | "q8" => Ok(Some(GgmlDType::Q8_0)),
+        "q4k" | "q4_k" => Ok(Some(GgmlDType::Q4K)),
+        "q5k" | "q5_k" => Ok(Some(GgmlDType::Q5K)),
+        "q6k" | "q6_k" => Ok(Some(GgmlDType::Q6K)),
+        "q4_0" => Ok(Some(GgmlDType::Q4_0)),
+        other => Err(Error::InvalidArgument {
+            argument: "quantization",
+            reason: format!("{other:?} (expected none, q8_0, q6k, q5k, q4k or q4_0)"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_options_keep_one_copy_of_the_hub_options() {
+        // Same defaults as before the hub options moved in: revision main, progress on, offline from the env.
+        let d = LoadOptions::default();
+        assert_eq!(d.hub, HubOptions::new().with_progress(true));
+        assert_eq!((d.dtype, d.quantization), (DType::F32, None));
+        let o = LoadOptions::default()
+            .with_revision("refs/pr/7")
+            .with_cache_dir("/c")
+            .with_offline(true)
+            .with_progress(false);
+        let want = HubOptions::new()
+            .with_revision("refs/pr/7")
+            .with_cache_dir("/c")
+            .with_offline(true);
+        assert_eq!(o.hub, want);
+        assert_eq!(LoadOptions::default().with_hub(want.clone()).hub, want);
+    }
+
+    #[test]
+    fn specs_parse_or_name_the_argument() {
+        assert!(matches!(parse_device("CPU"), Ok(Device::Cpu)));
+        assert!(matches!(
+            parse_device("tpu"),
+            Err(Error::InvalidArgument { argument: "device", .. })
+        ));
+        assert!(matches!(
+            parse_device("cuda:x"),
+            Err(Error::InvalidArgument { argument: "device", .. })
+        ));
+        assert_eq!(parse_dtype(" bfloat16 ").unwrap(), DType::BF16);
+        assert!(matches!(
+            parse_dtype("f8"),
+            Err(Error::InvalidArgument { argument: "dtype", .. })
+        ));
+        assert_eq!(parse_quantization("Q4-K").unwrap(), Some(GgmlDType::Q4K));
+        assert_eq!(parse_quantization("none").unwrap(), None);
+        assert!(parse_quantization("q3").is_err());
+    }
+}
