@@ -6,7 +6,7 @@ use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::math::{gelu_erf, quick_gelu};
-use super::{check_prepared, contiguous_mut, Isa, Param, MIN_CHUNK};
+use super::{apply_in_place, contiguous_mut, Isa, Param, MIN_CHUNK};
 use crate::config::Activation;
 use crate::error::Result;
 use crate::kernels::Fresh;
@@ -72,10 +72,7 @@ pub(crate) fn try_bias_act(y: &Tensor, bias: Option<&Param>, act: Option<Activat
 impl BiasAct {
     /// Runs the kernel on `y`, in place; `y` must have the shape the kernel was prepared for.
     pub(crate) fn apply(self, y: Fresh) -> Result<Tensor> {
-        let y = y.into_tensor();
-        check_prepared(self.name(), &self.shape, &y)?;
-        y.inplace_op1(&self)?;
-        Ok(y)
+        apply_in_place(&self, &self.shape, y)
     }
 }
 

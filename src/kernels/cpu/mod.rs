@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Shape, Tensor};
 
 use crate::error::Result;
+use crate::kernels::Fresh;
 
 /// Runs `$body` compiled for `$isa`'s instruction set: AVX-512F, AVX2+FMA or the baseline target.
 macro_rules! dispatch {
@@ -132,13 +133,19 @@ impl Param {
     }
 }
 
-/// Errors unless `y` has the shape a kernel was prepared for.
-fn check_prepared(op: &str, prepared: &Shape, y: &Tensor) -> Result<()> {
+/// Runs the in-place `op`, prepared for `prepared`, on `y`; errors unless `y` has that shape.
+fn apply_in_place(op: &impl InplaceOp1, prepared: &Shape, y: Fresh) -> Result<Tensor> {
+    let y = y.into_tensor();
     if y.shape() != prepared {
-        let msg = format!("{op}: prepared for shape {prepared:?}, applied to {:?}", y.shape());
+        let msg = format!(
+            "{}: prepared for shape {prepared:?}, applied to {:?}",
+            op.name(),
+            y.shape()
+        );
         return Err(candle_core::Error::Msg(msg).into());
     }
-    Ok(())
+    y.inplace_op1(op)?;
+    Ok(y)
 }
 
 fn contiguous_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a mut [f32]> {

@@ -7,7 +7,7 @@ use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::math::{exp, lane_max, lane_sum};
-use super::{check_prepared, contiguous_mut, Isa, MIN_CHUNK};
+use super::{apply_in_place, contiguous_mut, Isa, MIN_CHUNK};
 use crate::error::Result;
 use crate::kernels::Fresh;
 
@@ -61,10 +61,7 @@ pub(crate) fn try_scaled_masked_softmax(
 impl ScaledMaskedSoftmax {
     /// Runs the kernel on `scores`, in place; they must have the shape the kernel was prepared for.
     pub(crate) fn apply(self, scores: Fresh) -> Result<Tensor> {
-        let scores = scores.into_tensor();
-        check_prepared(self.name(), &self.shape, &scores)?;
-        scores.inplace_op1(&self)?;
-        Ok(scores)
+        apply_in_place(&self, &self.shape, scores)
     }
 }
 
