@@ -39,13 +39,15 @@ pub mod export;
 pub mod files;
 #[cfg(feature = "hub")]
 pub mod hub;
+mod kernels;
 pub mod model;
-pub mod nn;
+mod nn;
 pub mod options;
 pub mod pipeline;
 pub mod processor;
 pub mod retrieval;
 pub mod text_model;
+mod tower;
 pub mod vision_model;
 pub mod weights;
 pub mod zero_shot;

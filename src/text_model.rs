@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{tower_config_from_dir, AltClipTextConfig};
 use crate::error::{Error, Result};
 use crate::nn::{FeedForward, LayerNorm, Linear, SelfAttention};
+use crate::tower::Tower;
 use crate::weights::CheckpointView;
 
 /// Word, position and token-type embeddings followed by layer norm (`AltRobertaEmbeddings`).
@@ -55,8 +56,8 @@ struct TextLayer {
 }
 
 impl TextLayer {
-    fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
-        Ok(self.attention.quantize(dtype)? + self.ffn.quantize(dtype)?)
+    fn projections(&mut self) -> impl Iterator<Item = &mut Linear> {
+        self.attention.projections().into_iter().chain(self.ffn.projections())
     }
 
     fn load(w: &CheckpointView, cfg: &AltClipTextConfig) -> Result<Self> {
@@ -87,6 +88,24 @@ impl TextLayer {
         let x = self.attention_norm.forward_residual(&attn, x)?;
         let y = self.ffn.forward(&x)?;
         self.output_norm.forward_residual(&y, &x)
+    }
+}
+
+impl Tower for AltClipTextModel {
+    type Config = AltClipTextConfig;
+    const PREFIX: &'static str = TEXT_PREFIX;
+    const MARKER: &'static str = "transformation.weight";
+
+    fn build(cfg: &AltClipTextConfig, w: &CheckpointView) -> Result<Self> {
+        Self::new(cfg, w)
+    }
+
+    fn read_config(dir: &Path) -> Result<AltClipTextConfig> {
+        tower_config_from_dir(dir, |c| c.text_config, AltClipTextConfig::validate)
+    }
+
+    fn encoder_projections(&mut self) -> impl Iterator<Item = &mut Linear> {
+        self.layers.iter_mut().flat_map(TextLayer::projections)
     }
 }
 
@@ -133,26 +152,21 @@ impl AltClipTextModel {
     }
 
     /// Quantizes every encoder layer's projections (q/k/v, attention output, both MLP layers) to `dtype` for
-    /// the CPU (see [`crate::nn::Linear::quantize`]); embeddings, norms and the tower's own output projection stay
-    /// as loaded. Returns how many projections were quantized (0 when the widths don't fit the block size).
+    /// the CPU (see [`AltClipModel::quantize`](crate::AltClipModel::quantize)); embeddings, norms and the tower's own
+    /// output projection stay as loaded. Returns how many projections were quantized (0 when the widths don't fit
+    /// the block size).
     pub fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
-        self.layers.iter_mut().map(|l| l.quantize(dtype)).sum()
+        self.quantize_encoder(dtype)
     }
 
     /// Builds the tower from either a full AltCLIP checkpoint (under `text_model.`) or its own.
     pub fn load(cfg: &AltClipTextConfig, w: &CheckpointView) -> Result<Self> {
-        if w.contains(&format!("{TEXT_PREFIX}.transformation.weight")) {
-            Self::new(cfg, &w.pp(TEXT_PREFIX))
-        } else {
-            Self::new(cfg, w)
-        }
+        Self::load_from(cfg, w)
     }
 
     /// Loads from a directory holding `config.json` (a full AltCLIP config or a text-only one) and weights.
     pub fn from_dir(dir: impl AsRef<Path>, dtype: DType, device: &Device) -> Result<Self> {
-        let dir = dir.as_ref();
-        let cfg = tower_config_from_dir(dir, |c| c.text_config, AltClipTextConfig::validate)?;
-        Self::load(&cfg, &CheckpointView::from_dir(dir, dtype, device)?)
+        Self::load_dir(dir.as_ref(), dtype, device)
     }
 
     /// The configuration the tower was built with.

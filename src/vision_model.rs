@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::config::{tower_config_from_dir, AltClipVisionConfig};
 use crate::error::{Error, Result};
 use crate::nn::{FeedForward, LayerNorm, Linear, SelfAttention};
+use crate::tower::Tower;
 use crate::weights::CheckpointView;
 
 /// Patch, class and position embeddings (`AltCLIPVisionEmbeddings`).
@@ -141,8 +142,8 @@ struct VisionLayer {
 }
 
 impl VisionLayer {
-    fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
-        Ok(self.attention.quantize(dtype)? + self.mlp.quantize(dtype)?)
+    fn projections(&mut self) -> impl Iterator<Item = &mut Linear> {
+        self.attention.projections().into_iter().chain(self.mlp.projections())
     }
 
     fn load(w: &CheckpointView, cfg: &AltClipVisionConfig) -> Result<Self> {
@@ -170,6 +171,24 @@ impl VisionLayer {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let x = (x + self.attention.forward(&self.layer_norm1.forward(x)?, None)?)?;
         Ok((&x + self.mlp.forward(&self.layer_norm2.forward(&x)?)?)?)
+    }
+}
+
+impl Tower for AltClipVisionModel {
+    type Config = AltClipVisionConfig;
+    const PREFIX: &'static str = VISION_PREFIX;
+    const MARKER: &'static str = "post_layernorm.weight";
+
+    fn build(cfg: &AltClipVisionConfig, w: &CheckpointView) -> Result<Self> {
+        Self::new(cfg, w)
+    }
+
+    fn read_config(dir: &Path) -> Result<AltClipVisionConfig> {
+        tower_config_from_dir(dir, |c| c.vision_config, AltClipVisionConfig::validate)
+    }
+
+    fn encoder_projections(&mut self) -> impl Iterator<Item = &mut Linear> {
+        self.layers.iter_mut().flat_map(VisionLayer::projections)
     }
 }
 
@@ -217,27 +236,22 @@ impl AltClipVisionModel {
     }
 
     /// Quantizes every encoder layer's projections (q/k/v, attention output, both MLP layers) to `dtype` for
-    /// the CPU (see [`crate::nn::Linear::quantize`]); embeddings, norms and the tower's own output projection stay
-    /// as loaded. Returns how many projections were quantized (0 when the widths don't fit the block size).
+    /// the CPU (see [`AltClipModel::quantize`](crate::AltClipModel::quantize)); embeddings, norms and the tower's own
+    /// output projection stay as loaded. Returns how many projections were quantized (0 when the widths don't fit
+    /// the block size).
     pub fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
-        self.layers.iter_mut().map(|l| l.quantize(dtype)).sum()
+        self.quantize_encoder(dtype)
     }
 
     /// Builds the tower from a checkpoint holding it under `vision_model.` (a full AltCLIP checkpoint or an
     /// `AltCLIPVisionModel` one), or at the root.
     pub fn load(cfg: &AltClipVisionConfig, w: &CheckpointView) -> Result<Self> {
-        if w.contains(&format!("{VISION_PREFIX}.post_layernorm.weight")) {
-            Self::new(cfg, &w.pp(VISION_PREFIX))
-        } else {
-            Self::new(cfg, w)
-        }
+        Self::load_from(cfg, w)
     }
 
     /// Loads from a directory holding `config.json` (a full AltCLIP config or a vision-only one) and weights.
     pub fn from_dir(dir: impl AsRef<Path>, dtype: DType, device: &Device) -> Result<Self> {
-        let dir = dir.as_ref();
-        let cfg = tower_config_from_dir(dir, |c| c.vision_config, AltClipVisionConfig::validate)?;
-        Self::load(&cfg, &CheckpointView::from_dir(dir, dtype, device)?)
+        Self::load_dir(dir.as_ref(), dtype, device)
     }
 
     /// The configuration the tower was built with.

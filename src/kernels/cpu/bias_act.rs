@@ -1,0 +1,193 @@
+//! `y ← act(y + bias)` in place over a GEMM's output (bias over the last dimension), or `y ← act(y)` alone.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::math::{gelu_erf, quick_gelu};
+use super::{apply_in_place, contiguous_mut, Isa, Param, MIN_CHUNK};
+use crate::config::Activation;
+use crate::error::Result;
+use crate::kernels::Fresh;
+
+/// The activations with a fused form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Act {
+    None,
+    GeluErf,
+    QuickGelu,
+}
+
+impl Act {
+    /// The fused form of `act`, `None` where there is none.
+    fn of(act: Option<Activation>) -> Option<Act> {
+        match act {
+            None => Some(Act::None),
+            Some(Activation::Gelu) => Some(Act::GeluErf),
+            Some(Activation::QuickGelu) => Some(Act::QuickGelu),
+            Some(Activation::GeluTanh | Activation::Relu | Activation::Silu) => None,
+        }
+    }
+}
+
+/// The fused `y ← act(y + bias)`, prepared by [`try_bias_act`] for one shape of `y`.
+#[derive(Debug)]
+pub(crate) struct BiasAct {
+    bias: Option<Arc<[f32]>>,
+    act: Act,
+    shape: Shape,
+    isa: Isa,
+}
+
+/// The fused kernel for `act(y + bias)` on a `y` shaped like `y`, or `None` where it does not apply: `y` not on the
+/// CPU in f32, a bias without a host copy or of another width than `y`'s last dimension, an activation without a
+/// fused form, or nothing to do (no bias, no activation). Contiguity is the [`Fresh`] tensor's.
+pub(crate) fn try_bias_act(y: &Tensor, bias: Option<&Param>, act: Option<Activation>) -> Option<BiasAct> {
+    let act = Act::of(act)?;
+    if !y.device().is_cpu() || y.dtype() != DType::F32 {
+        return None;
+    }
+    let bias = match bias {
+        None => None,
+        Some(b) => {
+            let host = b.host.as_ref()?;
+            if y.dims().last() != Some(&host.len()) {
+                return None;
+            }
+            Some(host.clone())
+        }
+    };
+    if bias.is_none() && act == Act::None {
+        return None;
+    }
+    Some(BiasAct {
+        bias,
+        act,
+        shape: y.shape().clone(),
+        isa: Isa::best(),
+    })
+}
+
+impl BiasAct {
+    /// Runs the kernel on `y`, in place; `y` must have the shape the kernel was prepared for.
+    pub(crate) fn apply(self, y: Fresh) -> Result<Tensor> {
+        apply_in_place(&self, &self.shape, y)
+    }
+}
+
+#[inline(always)]
+fn bias_act_rows(data: &mut [f32], bias: Option<&[f32]>, a: Act) {
+    match (bias, a) {
+        (Some(b), Act::None) => data.chunks_exact_mut(b.len()).for_each(|row| {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+        }),
+        (Some(b), Act::GeluErf) => data.chunks_exact_mut(b.len()).for_each(|row| {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v = gelu_erf(*v + b));
+        }),
+        (Some(b), Act::QuickGelu) => data.chunks_exact_mut(b.len()).for_each(|row| {
+            row.iter_mut().zip(b).for_each(|(v, b)| *v = quick_gelu(*v + b));
+        }),
+        (None, Act::None) => {}
+        (None, Act::GeluErf) => data.iter_mut().for_each(|v| *v = gelu_erf(*v)),
+        (None, Act::QuickGelu) => data.iter_mut().for_each(|v| *v = quick_gelu(*v)),
+    }
+}
+
+fn bias_act_slice(isa: Isa, data: &mut [f32], bias: Option<&[f32]>, a: Act) {
+    dispatch!(isa, (data: &mut [f32], bias: Option<&[f32]>, a: Act) { bias_act_rows(data, bias, a) })
+}
+
+impl InplaceOp1 for BiasAct {
+    fn name(&self) -> &'static str {
+        "altclip-bias-act"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let data = contiguous_mut(storage, layout, self.name())?;
+        let cols = match &self.bias {
+            Some(b) => {
+                if b.is_empty() || !data.len().is_multiple_of(b.len()) {
+                    candle_core::bail!("{}: bias width does not divide the data", self.name());
+                }
+                b.len()
+            }
+            None => 1,
+        };
+        let chunk = MIN_CHUNK.div_ceil(cols).max(1) * cols;
+        let bias = self.bias.as_deref();
+        data.par_chunks_mut(chunk)
+            .for_each(|c| bias_act_slice(self.isa, c, bias, self.act));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use super::*;
+    use crate::kernels::cpu::testing::{bits, for_each_isa, wave};
+
+    fn bias(n: usize) -> Param {
+        Param::new(wave(n, 0.5, 1.0, 0.1)).unwrap()
+    }
+
+    #[test]
+    fn try_bias_act_takes_cpu_f32_and_declines_the_rest() {
+        let y = wave((3, 8), 2.0, 0.0, 0.0);
+        let b = bias(8);
+        assert!(try_bias_act(&y, Some(&b), None).is_some(), "bias alone");
+        assert!(
+            try_bias_act(&y, Some(&b), Some(Activation::Gelu)).is_some(),
+            "bias + gelu"
+        );
+        assert!(
+            try_bias_act(&y, None, Some(Activation::QuickGelu)).is_some(),
+            "quick_gelu alone"
+        );
+        // A non-contiguous input is fine: the kernel runs on a `Fresh` copy, which is contiguous.
+        assert!(
+            try_bias_act(&y.t().unwrap(), None, Some(Activation::Gelu)).is_some(),
+            "transposed"
+        );
+        assert!(try_bias_act(&y, None, None).is_none(), "nothing to do");
+        assert!(
+            try_bias_act(&y, Some(&b), Some(Activation::Relu)).is_none(),
+            "no fused relu"
+        );
+        assert!(try_bias_act(&y, Some(&bias(5)), None).is_none(), "bias width");
+        let y16 = y.to_dtype(DType::F16).unwrap();
+        assert!(try_bias_act(&y16, None, Some(Activation::Gelu)).is_none(), "f16");
+        let b16 = Param::new(b.tensor().to_dtype(DType::F16).unwrap()).unwrap();
+        assert!(try_bias_act(&y, Some(&b16), None).is_none(), "bias without a host copy");
+    }
+
+    #[test]
+    fn apply_checks_the_prepared_shape() {
+        let y = wave((3, 8), 2.0, 0.0, 0.0);
+        let kernel = try_bias_act(&y, None, Some(Activation::Gelu)).unwrap();
+        let other = Fresh::copy(&Tensor::zeros((4, 8), DType::F32, &Device::Cpu).unwrap()).unwrap();
+        assert!(kernel.apply(other).is_err());
+    }
+
+    #[test]
+    fn every_instruction_set_matches_the_baseline() {
+        // Rust keeps IEEE semantics (no reassociation, no FMA contraction), so every path gives the same bits.
+        for (rows, cols) in [(1, 7), (5, 64), (300, 130)] {
+            let y = wave((rows, cols), 3.0, 0.3, 0.0);
+            let b = bias(cols);
+            for act in [None, Some(Activation::Gelu), Some(Activation::QuickGelu)] {
+                let run = |isa: Isa| {
+                    let mut kernel = try_bias_act(&y, Some(&b), act).unwrap();
+                    kernel.isa = isa;
+                    kernel.apply(Fresh::copy(&y).unwrap()).unwrap()
+                };
+                let baseline = Isa::new(crate::kernels::cpu::Level::Baseline).map(run).unwrap();
+                for_each_isa("bias_act", |isa| {
+                    assert_eq!(bits(&run(isa)), bits(&baseline), "{isa:?} {act:?}")
+                });
+            }
+        }
+    }
+}

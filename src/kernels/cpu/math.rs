@@ -1,0 +1,161 @@
+//! Scalar math the kernels inline: branch-free f32 `exp` and `erf` (so that loops over them vectorise), the two
+//! GELUs, and 16-lane reductions (a fixed summation order, the same on every instruction set).
+
+/// Lanes of the reductions: one AVX-512 register of f32, two AVX2 ones.
+const LANES: usize = 16;
+
+/// `eˣ` for f32: Cephes' range reduction and degree-6 polynomial (≤ 2 ulp), 0 below −87.3, branch-free so
+/// that it vectorises.
+#[inline(always)]
+pub(super) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const C1: f32 = 0.693_359_4;
+    const C2: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to the nearest integer
+    let xc = x.clamp(-87.3, 88.0);
+    let t = xc * LOG2E + ROUND;
+    let n = t - ROUND;
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let r = xc - n * C1 - n * C2;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let p = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
+    if x < -87.3 {
+        0.0
+    } else {
+        p * scale
+    }
+}
+
+/// `erf(x)` for f32: the rational approximation of Eigen / XLA (≤ 4e-7 absolute in f32), exactly ±1 beyond 3.9.
+#[inline(always)]
+pub(super) fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = x2 * -2.726_142_3e-10 + 2.770_681_4e-8;
+    p = x2 * p - 2.101_024e-6;
+    p = x2 * p - 5.692_506_4e-5;
+    p = x2 * p - 7.349_906_3e-4;
+    p = x2 * p - 2.954_600_1e-3;
+    p = x2 * p - 1.609_603_3e-2;
+    let p = x * p;
+    let mut q = x2 * -1.456_607_2e-5 - 2.133_740_5e-4;
+    q = x2 * q - 1.682_827e-3;
+    q = x2 * q - 7.373_329_3e-3;
+    q = x2 * q - 1.426_473_9e-2;
+    // |erf| rounds to 1 in f32 beyond 3.9: saturate exactly, so that gelu(x) → 0 for very negative x.
+    if x.abs() >= 3.9 {
+        x.signum()
+    } else {
+        p / q
+    }
+}
+
+/// `0.5·x·(1 + erf(x/√2))` (torch's `gelu`, `approximate="none"`).
+#[inline(always)]
+pub(super) fn gelu_erf(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// `x·sigmoid(1.702·x)`.
+#[inline(always)]
+pub(super) fn quick_gelu(x: f32) -> f32 {
+    x / (1.0 + exp(-1.702 * x))
+}
+
+/// `Σ row`, accumulated in 16 lanes.
+#[inline(always)]
+pub(super) fn lane_sum(row: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            acc[i] += c[i];
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>()
+}
+
+/// `max row` (−∞ when empty), over 16 lanes.
+#[inline(always)]
+pub(super) fn lane_max(row: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    let max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    acc.iter().fold(max, |a, &b| a.max(b))
+}
+
+/// `Σ (v − mean)²` over `row`, accumulated in 16 lanes.
+#[inline(always)]
+pub(super) fn lane_sq_dev(row: &[f32], mean: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            let d = c[i] - mean;
+            acc[i] += d * d;
+        }
+    }
+    acc.iter().sum::<f32>() + chunks.remainder().iter().map(|v| (v - mean) * (v - mean)).sum::<f32>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_and_gelu_match_libm() {
+        let mut worst_exp = 0f64;
+        let mut worst_gelu = 0f64;
+        let mut worst_quick = 0f64;
+        for i in -200_000..=200_000 {
+            let x = i as f32 * 1e-4; // [-20, 20]
+            let e = (x as f64).exp();
+            let rel = ((exp(x) as f64) - e).abs() / e.max(f64::MIN_POSITIVE);
+            if e > 1e-37 {
+                worst_exp = worst_exp.max(rel);
+            }
+            let g = 0.5 * x as f64 * (1.0 + candle_core::cpu::erf::erf_f64(x as f64 / std::f64::consts::SQRT_2));
+            worst_gelu = worst_gelu.max((gelu_erf(x) as f64 - g).abs() / (1.0 + g.abs()));
+            let q = x as f64 / (1.0 + (-1.702 * x as f64).exp());
+            worst_quick = worst_quick.max((quick_gelu(x) as f64 - q).abs() / (1.0 + q.abs()));
+        }
+        assert!(worst_exp < 5e-7, "exp rel err {worst_exp:e}");
+        // f32 cancellation in 1 + erf near erf = −1 (torch's f32 gelu has the same): ≤ 1e-6 absolute.
+        assert!(worst_gelu < 1.5e-6, "gelu err {worst_gelu:e}");
+        assert!(worst_quick < 5e-7, "quick_gelu err {worst_quick:e}");
+        assert_eq!(exp(-1e30), 0.0);
+        assert_eq!(exp(f32::MIN), 0.0);
+        assert!(exp(1e30).is_finite());
+    }
+
+    #[test]
+    fn lane_reductions_match_sequential_ones() {
+        for n in [0usize, 1, 15, 16, 17, 40, 333] {
+            let row: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin() * 3.0 + 0.5).collect();
+            let sum: f32 = row.iter().sum();
+            assert!((lane_sum(&row) - sum).abs() <= 1e-5 * (1.0 + sum.abs()), "sum of {n}");
+            assert_eq!(
+                lane_max(&row),
+                row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
+                "max of {n}"
+            );
+            let mean = if n == 0 { 0.0 } else { sum / n as f32 };
+            let sq: f32 = row.iter().map(|v| (v - mean) * (v - mean)).sum();
+            assert!(
+                (lane_sq_dev(&row, mean) - sq).abs() <= 1e-5 * (1.0 + sq),
+                "squared deviations of {n}"
+            );
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! f32 CPU kernels for the elementwise work around the GEMMs — bias + activation, scaled masked softmax, layer norm —
+//! each one parallel (rayon) pass written so that LLVM vectorises it, compiled for AVX-512 / AVX2+FMA / baseline and
+//! picked at run time ([`Isa`], `dispatch!`). Called only by `crate::nn`, through the `try_…` functions re-exported here.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Shape, Tensor};
+
+use crate::error::Result;
+use crate::kernels::Fresh;
+
+/// Runs `$body` compiled for `$isa`'s instruction set: AVX-512F, AVX2+FMA or the baseline target.
+macro_rules! dispatch {
+    ($isa:expr, ( $($arg:ident : $ty:ty),* ) $body:block) => {{
+        #[inline(always)]
+        fn generic($($arg: $ty),*) $body
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn v4($($arg: $ty),*) { generic($($arg),*) }
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn v3($($arg: $ty),*) { generic($($arg),*) }
+            match $crate::kernels::cpu::Isa::level($isa) {
+                // SAFETY: an `Isa` is only made for a level the CPU supports (see `Isa::new`), here AVX-512F + AVX2
+                // + FMA, the features v4 was compiled for.
+                $crate::kernels::cpu::Level::Avx512 => unsafe { v4($($arg),*) },
+                // SAFETY: as above, for v3 and AVX2 + FMA.
+                $crate::kernels::cpu::Level::Avx2Fma => unsafe { v3($($arg),*) },
+                $crate::kernels::cpu::Level::Baseline => generic($($arg),*),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = $isa;
+            generic($($arg),*)
+        }
+    }};
+}
+
+mod bias_act;
+mod layer_norm;
+mod math;
+mod softmax;
+
+pub(crate) use bias_act::try_bias_act;
+pub(crate) use isa::{Isa, Level};
+pub(crate) use layer_norm::try_layer_norm;
+pub(crate) use softmax::try_scaled_masked_softmax;
+
+/// Elements handed to one rayon task: enough work to amortise the task, enough tasks to balance.
+const MIN_CHUNK: usize = 16 * 1024;
+
+mod isa {
+    /// An instruction set the kernels are compiled for.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum Level {
+        /// AVX-512F (with AVX2 and FMA).
+        Avx512,
+        /// AVX2 and FMA.
+        Avx2Fma,
+        /// The compilation target's baseline.
+        Baseline,
+    }
+
+    impl Level {
+        /// Every level, best first.
+        pub(crate) const ALL: [Level; 3] = [Level::Avx512, Level::Avx2Fma, Level::Baseline];
+
+        fn supported(self) -> bool {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use std::arch::is_x86_feature_detected as has;
+                match self {
+                    Level::Avx512 => has!("avx512f") && has!("avx2") && has!("fma"),
+                    Level::Avx2Fma => has!("avx2") && has!("fma"),
+                    Level::Baseline => true,
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                self == Level::Baseline
+            }
+        }
+    }
+
+    /// A [`Level`] the running CPU supports: what `dispatch!`'s `unsafe` calls rest on, so it is only made (in
+    /// this module) by [`Isa::new`], which asks the CPU.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) struct Isa(Level);
+
+    impl Isa {
+        /// `level`, where the CPU supports it.
+        pub(crate) fn new(level: Level) -> Option<Self> {
+            level.supported().then_some(Self(level))
+        }
+
+        /// The best level the CPU supports.
+        pub(crate) fn best() -> Self {
+            Level::ALL
+                .into_iter()
+                .find_map(Self::new)
+                .unwrap_or(Self(Level::Baseline))
+        }
+
+        /// Which level this is.
+        pub(crate) fn level(self) -> Level {
+            self.0
+        }
+    }
+}
+
+/// A layer's parameter tensor with, when it lives on the CPU in f32, a host copy for the kernels.
+#[derive(Debug, Clone)]
+pub(crate) struct Param {
+    tensor: Tensor,
+    host: Option<Arc<[f32]>>,
+}
+
+impl Param {
+    /// Wraps `tensor`, copying it to a host slice when it lives on the CPU in f32.
+    pub(crate) fn new(tensor: Tensor) -> Result<Self> {
+        let host = if tensor.device().is_cpu() && tensor.dtype() == DType::F32 {
+            Some(Arc::from(tensor.flatten_all()?.to_vec1::<f32>()?))
+        } else {
+            None
+        };
+        Ok(Self { tensor, host })
+    }
+
+    /// The tensor, for the generic path.
+    pub(crate) fn tensor(&self) -> &Tensor {
+        &self.tensor
+    }
+}
+
+/// Runs the in-place `op`, prepared for `prepared`, on `y`; errors unless `y` has that shape.
+fn apply_in_place(op: &impl InplaceOp1, prepared: &Shape, y: Fresh) -> Result<Tensor> {
+    let y = y.into_tensor();
+    if y.shape() != prepared {
+        let msg = format!(
+            "{}: prepared for shape {prepared:?}, applied to {:?}",
+            op.name(),
+            y.shape()
+        );
+        return Err(candle_core::Error::Msg(msg).into());
+    }
+    y.inplace_op1(op)?;
+    Ok(y)
+}
+
+fn contiguous_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: f32 only");
+    };
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&mut data[a..b]),
+        None => candle_core::bail!("{op}: contiguous input only"),
+    }
+}
+
+fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: f32 only");
+    };
+    match layout.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{op}: contiguous input only"),
+    }
+}
+
+/// Helpers for the kernels' tests and the layers' fused-vs-generic tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use candle_core::{DType, Device, Shape, Tensor};
+
+    use super::{Isa, Level};
+
+    /// Deterministic values of `shape`: `amplitude · sin(0.37·i + phase) + offset`.
+    pub(crate) fn wave(shape: impl Into<Shape>, amplitude: f64, phase: f64, offset: f64) -> Tensor {
+        let shape = shape.into();
+        let n = shape.elem_count() as u32;
+        let i = Tensor::arange(0u32, n, &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let x = i.affine(0.37, phase).unwrap().sin().unwrap();
+        x.affine(amplitude, offset).unwrap().reshape(shape).unwrap()
+    }
+
+    /// The tensor's values, flattened, as f32.
+    pub(crate) fn values(t: &Tensor) -> Vec<f32> {
+        t.to_dtype(DType::F32)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    /// Asserts `|a − b| ≤ tol · (1 + |b|)` elementwise (and equal shapes).
+    pub(crate) fn assert_close(what: &str, a: &Tensor, b: &Tensor, tol: f32) {
+        assert_eq!(a.dims(), b.dims(), "{what}: shapes");
+        let worst = values(a)
+            .iter()
+            .zip(values(b))
+            .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+            .fold(0f32, f32::max);
+        assert!(worst <= tol, "{what}: worst error {worst:e} over {tol:e}");
+    }
+
+    /// Runs `f` for every instruction set the CPU supports, printing the ones it skips.
+    pub(crate) fn for_each_isa(what: &str, mut f: impl FnMut(Isa)) {
+        for level in Level::ALL {
+            match Isa::new(level) {
+                Some(isa) => f(isa),
+                None => println!("{what}: skipped {level:?}, which this CPU does not support"),
+            }
+        }
+    }
+
+    /// The bits of `t`'s values, to compare two runs exactly.
+    pub(crate) fn bits(t: &Tensor) -> Vec<u32> {
+        values(t).iter().map(|v| v.to_bits()).collect()
+    }
+}

@@ -1,0 +1,108 @@
+//! Multi-head self-attention (transformers' `AltRobertaSelfAttention` / `AltCLIPAttention`, eager).
+
+use candle_core::{DType, Tensor};
+
+use super::Linear;
+use crate::error::{Error, Result};
+use crate::kernels::{cpu, Fresh};
+
+/// Multi-head self-attention with q, k and v fused into one projection at load time.
+#[derive(Debug, Clone)]
+pub(crate) struct SelfAttention {
+    qkv: Linear,
+    out: Linear,
+    num_heads: usize,
+    head_dim: usize,
+    scale: f64,
+}
+
+impl SelfAttention {
+    /// Builds the layer from separately stored q, k, v and output projections.
+    pub(crate) fn new(q: Linear, k: Linear, v: Linear, out: Linear, num_heads: usize) -> Result<Self> {
+        let hidden = out.out_dim()?;
+        if num_heads == 0 || !hidden.is_multiple_of(num_heads) {
+            return Err(Error::InvalidArgument {
+                argument: "num_heads",
+                reason: format!("{num_heads} heads do not divide the hidden size {hidden}"),
+            });
+        }
+        let head_dim = hidden / num_heads;
+        Ok(Self {
+            qkv: Linear::fuse(&[q, k, v])?,
+            out,
+            num_heads,
+            head_dim,
+            scale: (head_dim as f64).powf(-0.5),
+        })
+    }
+
+    /// The (fused) q/k/v and output projections, for [`Linear::quantize_all`].
+    pub(crate) fn projections(&mut self) -> [&mut Linear; 2] {
+        [&mut self.qkv, &mut self.out]
+    }
+
+    /// `x`: (batch, seq, hidden); `mask`: additive f32, broadcastable to (batch, heads, seq, seq).
+    pub(crate) fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, s, hidden) = x.dims3()?;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((b, s, 3, self.num_heads, self.head_dim))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = qkv.get(0)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let probs = scaled_masked_softmax(Fresh::matmul(&q, &k.t()?)?, self.scale, mask)?;
+        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, hidden))?;
+        self.out.forward(&ctx)
+    }
+}
+
+/// `softmax(scale·scores + mask)` over the last dimension, the fused kernel overwriting `scores` where it applies.
+fn scaled_masked_softmax(scores: Fresh, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
+    match cpu::try_scaled_masked_softmax(scores.as_tensor(), scale, mask)? {
+        Some(kernel) => kernel.apply(scores),
+        None => masked_softmax_f32(&(scores.into_tensor() * scale)?, mask),
+    }
+}
+
+/// Softmax over the last dimension after adding an optional additive mask, both in f32 (as torch's
+/// `softmax(dtype=float32)` after a float mask), returned in the input's dtype.
+fn masked_softmax_f32(scores: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    let dtype = scores.dtype();
+    let mut x = scores.to_dtype(DType::F32)?;
+    if let Some(mask) = mask {
+        x = x.broadcast_add(mask)?;
+    }
+    let y = candle_nn::ops::softmax_last_dim(&x.contiguous()?)?;
+    Ok(y.to_dtype(dtype)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::cpu::testing::{assert_close, wave};
+
+    #[test]
+    fn fused_softmax_matches_the_generic_path() {
+        for (dims, mask_batch) in [((2, 3, 5, 7), Some(2)), ((1, 2, 4, 33), Some(1)), ((3, 4, 9, 20), None)] {
+            let scores = wave(dims, 6.0, 0.1, 0.0);
+            // Masked keys as the text tower makes them: (1 − mask)·f32::MIN.
+            let mask = mask_batch.map(|mb| {
+                let keep = wave((mb, 1, 1, dims.3), 1.0, 0.3, 0.0)
+                    .ge(-0.5)
+                    .unwrap()
+                    .to_dtype(DType::F32)
+                    .unwrap();
+                ((1.0 - keep).unwrap() * f64::from(f32::MIN)).unwrap()
+            });
+            let scale = 0.125;
+            assert!(cpu::try_scaled_masked_softmax(&scores, scale, mask.as_ref())
+                .unwrap()
+                .is_some());
+            let fused = scaled_masked_softmax(Fresh::copy(&scores).unwrap(), scale, mask.as_ref()).unwrap();
+            let generic = masked_softmax_f32(&(&scores * scale).unwrap(), mask.as_ref()).unwrap();
+            assert_close(&format!("{dims:?}"), &fused, &generic, 1e-6);
+        }
+    }
+}

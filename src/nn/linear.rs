@@ -1,0 +1,206 @@
+//! `y = x Wᵀ + b`, with the weight as loaded or in a GGML block format.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Tensor, D};
+
+use crate::config::Activation;
+use crate::error::{Error, Result};
+use crate::kernels::cpu::{self, Param};
+use crate::kernels::Fresh;
+use crate::weights::CheckpointView;
+
+/// A projection's (out, in) weight: as loaded, or in a GGML block format after [`Linear::quantize`].
+#[derive(Debug, Clone)]
+enum ProjectionWeight {
+    Dense(Tensor),
+    Quantized(QMatMul),
+}
+
+impl ProjectionWeight {
+    /// (out, in), in either form.
+    fn dims(&self) -> Result<(usize, usize)> {
+        Ok(match self {
+            Self::Dense(t) | Self::Quantized(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims2()?,
+            Self::Quantized(QMatMul::QTensor(q)) => q.shape().dims2()?,
+        })
+    }
+
+    /// `x Wᵀ` for `x` (rows, in), in `x`'s dtype.
+    fn matmul(&self, x: &Tensor) -> Result<Fresh> {
+        match self {
+            Self::Dense(w) => Fresh::matmul(x, &w.t()?),
+            // candle's quantized matmul quantizes the activations to 8 bits per row, then integer dot products.
+            Self::Quantized(q) => Fresh::qmatmul(q, x),
+        }
+    }
+}
+
+/// `y = x Wᵀ + b` over the last dimension, for inputs of any rank.
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    weight: ProjectionWeight,
+    bias: Option<Param>,
+}
+
+impl Linear {
+    /// Loads `weight` (out, in) and `bias` (out) under `w`'s prefix.
+    pub(crate) fn load(w: &CheckpointView, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let bias = Param::new(w.get(out_dim, "bias")?)?;
+        Ok(Self {
+            weight: ProjectionWeight::Dense(w.get((out_dim, in_dim), "weight")?),
+            bias: Some(bias),
+        })
+    }
+
+    /// Loads a bias-free projection (`weight` only).
+    pub(crate) fn load_no_bias(w: &CheckpointView, in_dim: usize, out_dim: usize) -> Result<Self> {
+        Ok(Self {
+            weight: ProjectionWeight::Dense(w.get((out_dim, in_dim), "weight")?),
+            bias: None,
+        })
+    }
+
+    /// Concatenates several projections of the same input into one (rows stacked in order). Only before
+    /// quantization.
+    pub(crate) fn fuse(parts: &[Linear]) -> Result<Self> {
+        let weights = parts
+            .iter()
+            .map(|p| match &p.weight {
+                ProjectionWeight::Dense(t) => Ok(t),
+                ProjectionWeight::Quantized(_) => Err(Error::InvalidArgument {
+                    argument: "parts",
+                    reason: "quantized projections cannot be fused; fuse first, then quantize".into(),
+                }),
+            })
+            .collect::<Result<Vec<&Tensor>>>()?;
+        let biases: Option<Vec<&Tensor>> = parts.iter().map(|p| p.bias.as_ref().map(Param::tensor)).collect();
+        let bias = biases.map(|b| Tensor::cat(&b, 0)).transpose()?;
+        Ok(Self {
+            weight: ProjectionWeight::Dense(Tensor::cat(&weights, 0)?),
+            bias: bias.map(Param::new).transpose()?,
+        })
+    }
+
+    /// Output width.
+    pub(crate) fn out_dim(&self) -> Result<usize> {
+        Ok(self.weight.dims()?.0)
+    }
+
+    /// Replaces the f32 weight by its `dtype` block quantization (candle's k-quants / GGML formats), used by
+    /// every later forward on the CPU; the bias stays f32. Returns `false` and changes nothing when the input
+    /// width is not a multiple of the format's block size (32 for Q8_0/Q4_0, 256 for the k-quants).
+    pub(crate) fn quantize(&mut self, dtype: GgmlDType) -> Result<bool> {
+        let ProjectionWeight::Dense(weight) = &self.weight else {
+            return Ok(false);
+        };
+        if !weight.dims2()?.1.is_multiple_of(dtype.block_size()) {
+            return Ok(false);
+        }
+        let q = QTensor::quantize(&weight.to_dtype(DType::F32)?, dtype)?;
+        self.weight = ProjectionWeight::Quantized(QMatMul::from_qtensor(q)?);
+        Ok(true)
+    }
+
+    /// Quantizes each of `layers` (see [`Linear::quantize`]); returns how many were.
+    pub(crate) fn quantize_all<'a>(
+        layers: impl IntoIterator<Item = &'a mut Linear>,
+        dtype: GgmlDType,
+    ) -> Result<usize> {
+        layers.into_iter().map(|l| Ok(usize::from(l.quantize(dtype)?))).sum()
+    }
+
+    /// Applies the layer.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, None)
+    }
+
+    /// Applies the layer then `act`; on the CPU in f32, bias and activation are one in-place pass over the GEMM's
+    /// output.
+    pub(crate) fn forward_act(&self, x: &Tensor, act: Option<Activation>) -> Result<Tensor> {
+        let in_width = x.dim(D::Minus1)?;
+        let lead = &x.dims()[..x.rank() - 1];
+        let y = self
+            .weight
+            .matmul(&x.reshape((lead.iter().product::<usize>(), in_width))?)?;
+        let y = match cpu::try_bias_act(y.as_tensor(), self.bias.as_ref(), act) {
+            Some(kernel) => kernel.apply(y)?,
+            None => self.bias_act_generic(y.into_tensor(), act)?,
+        };
+        let mut out_dims = lead.to_vec();
+        out_dims.push(self.out_dim()?);
+        Ok(y.reshape(out_dims)?)
+    }
+
+    fn bias_act_generic(&self, y: Tensor, act: Option<Activation>) -> Result<Tensor> {
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b.tensor())?,
+            None => y,
+        };
+        match act {
+            Some(act) => act.forward(&y),
+            None => Ok(y),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::cpu::testing::{assert_close, wave};
+
+    fn linear(rows_out: usize, cols_in: usize) -> Linear {
+        Linear {
+            weight: ProjectionWeight::Dense(wave((rows_out, cols_in), 0.2, 0.3, 0.0)),
+            bias: Some(Param::new(wave(rows_out, 0.5, 1.1, 0.1)).unwrap()),
+        }
+    }
+
+    #[test]
+    fn fused_bias_and_activation_match_the_generic_path() {
+        for (lead, cols_in, cols_out) in [(vec![1], 3, 5), (vec![7], 64, 48), (vec![2, 17], 16, 130)] {
+            let layer = linear(cols_out, cols_in);
+            let mut dims = lead.clone();
+            dims.push(cols_in);
+            let x = wave(dims, 2.0, 0.0, 0.0);
+            let x2 = x.reshape(((), cols_in)).unwrap();
+            // The fused GELU's tolerance is `fast_exp_and_gelu_match_libm`'s; a bias alone is the same f32 add.
+            for (act, tol) in [
+                (None, 0.0),
+                (Some(Activation::Gelu), 1.5e-6),
+                (Some(Activation::QuickGelu), 1e-6),
+            ] {
+                let y = layer.weight.matmul(&x2).unwrap();
+                assert!(cpu::try_bias_act(y.as_tensor(), layer.bias.as_ref(), act).is_some());
+                let biased = y
+                    .into_tensor()
+                    .broadcast_add(layer.bias.as_ref().unwrap().tensor())
+                    .unwrap();
+                let generic = match act {
+                    Some(act) => act.forward_generic(&biased).unwrap(),
+                    None => biased,
+                };
+                let mut out = lead.clone();
+                out.push(cols_out);
+                let fused = layer.forward_act(&x, act).unwrap();
+                assert_close(
+                    &format!("{act:?} {lead:?}"),
+                    &fused,
+                    &generic.reshape(out).unwrap(),
+                    tol,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn quantize_keeps_the_dims_and_out_dim_reads_them() {
+        let mut layer = linear(8, 64);
+        assert!(layer.quantize(GgmlDType::Q8_0).unwrap());
+        assert_eq!(layer.out_dim().unwrap(), 8);
+        assert_eq!(layer.weight.dims().unwrap(), (8, 64));
+        assert!(
+            !linear(8, 48).quantize(GgmlDType::Q4K).unwrap(),
+            "48 is not a multiple of 256"
+        );
+    }
+}
