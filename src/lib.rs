@@ -5,10 +5,17 @@
 //! matching Hugging Face transformers' `modeling_altclip.py`.
 //!
 //! ```text
-//! config.json ──► config ──► weights (safetensors | sharded | pytorch_model.bin, both name schemes) ──► model
+//! files / bytes ─► processor::image (decode, RGB, Pillow-exact resize, crop, normalise) ─► pixel_values ─┐
+//! texts ────────► processor::text (XLM-R tokenizer: tokenizer.json | sentencepiece) ─► ids, mask ───────┤
+//!                                                                                                        ▼
+//! config.json ─► config ─► weights (safetensors | sharded | .bin; names in `files`) ─► model (`AltClipModel`)
+//!   nn (Linear, LayerNorm, attention, MLP: plain math) ─► kernels::cpu (fused f32 ops) | generic candle ops
 //!   text_model: XLM-R embeddings ─► post-LN encoder ─► pre_LN ─► transformation ─► token 0 ─► text_projection
 //!   vision_model: patches + class + positions ─► pre_layrnorm ─► pre-LN encoder ─► post_layernorm(CLS) ─► visual_projection
 //!   logits = exp(logit_scale) · cosine(image_embeds, text_embeds)
+//!                                                                                                        ▼
+//! options (LoadOptions = HubOptions + device, dtype, quantization) ─► hub ─► pipeline (`AltClip`: batching)
+//!   ─► zero_shot · retrieval · export (JSON / npy / safetensors) ─► examples (thin mains)
 //! ```
 //!
 //! ```no_run
