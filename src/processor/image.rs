@@ -694,6 +694,9 @@ pub fn decode_image(bytes: &[u8], name: &str, options: &LoadOptions) -> Result<D
     if bytes.is_empty() {
         return Err(invalid(name, "empty (0 bytes)"));
     }
+    if let Some(decoded) = super::jpeg::decode_if_jpeg(bytes, name, options) {
+        return decoded;
+    }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| decode_err(name, image::ImageError::IoError(e)))?;

@@ -2,6 +2,7 @@
 //! [`sentencepiece`] reader), combined in [`AltClipProcessor`] as transformers' `AltCLIPProcessor` combines
 //! `CLIPImageProcessor` and `XLMRobertaTokenizer`.
 pub mod image;
+mod jpeg;
 pub mod resize;
 pub mod sentencepiece;
 pub mod text;
