@@ -581,6 +581,11 @@ fn bad_files_give_typed_errors_naming_the_input() {
         let rel = b["file"].as_str().unwrap();
         let path = root().join(rel);
         let t = std::time::Instant::now();
+        if !JPEG_EXACT && b.get("pure_rust_decodes").is_some() {
+            // zune-jpeg fills a truncated scan instead of failing as Pillow does (documented in the README)
+            assert!(p.preprocess_u8(&ImageInput::Path(&path)).is_ok(), "{rel}");
+            continue;
+        }
         let err = p.preprocess_u8(&ImageInput::Path(&path)).unwrap_err();
         assert!(t.elapsed().as_secs_f64() < 5.0, "{rel} took {:?}", t.elapsed());
         let msg = err.to_string();
