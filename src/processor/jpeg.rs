@@ -26,7 +26,8 @@ use crate::error::Result;
 
 /// Whether `bytes` start like a JPEG (SOI + a marker), the test Pillow's `JpegImagePlugin._accept` and the
 /// `image` crate's format guess both use.
-pub(super) fn is_jpeg(bytes: &[u8]) -> bool {
+#[cfg(any(test, feature = "libjpeg-turbo"))]
+fn is_jpeg(bytes: &[u8]) -> bool {
     bytes.starts_with(&[0xFF, 0xD8, 0xFF])
 }
 
