@@ -68,10 +68,16 @@ fn bench(c: &mut Criterion) {
     for name in JPEGS {
         let bytes = load(name);
         decode.bench_with_input(BenchmarkId::new("altclip_load_image", name), &bytes, |b, bytes| {
-            b.iter(|| black_box(load_image(&ImageInput::Bytes(bytes), &LoadOptions::default())))
+            b.iter(|| {
+                let img = load_image(&ImageInput::Bytes(bytes), &LoadOptions::default());
+                black_box(img.unwrap_or_else(|e| panic!("{name}: {e}")))
+            })
         });
         decode.bench_with_input(BenchmarkId::new("zune_jpeg", name), &bytes, |b, bytes| {
-            b.iter(|| black_box(image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg)))
+            b.iter(|| {
+                let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg);
+                black_box(img.unwrap_or_else(|e| panic!("{name}: {e}")).to_rgb8())
+            })
         });
     }
     decode.finish();
