@@ -2,8 +2,11 @@
 //! `JpegDecode.c` sets it up when `CLIPImageProcessorPil` opens a file (`Image.open` → `convert("RGB")`), so decoded
 //! pixels are bit-identical to Pillow's.
 //!
-//! The C library is mozjpeg-sys's vendored copy (libjpeg-turbo's decoder, unchanged by mozjpeg), compiled by its
-//! build script with the `cc` crate only (no nasm, no cmake, no system libjpeg). Without the `libjpeg-turbo`
+//! The C library is mozjpeg-sys's vendored copy (libjpeg-turbo 2.x's decoder; mozjpeg changes the encoder), compiled
+//! by its build script with the `cc` crate only (no nasm, no cmake, no system libjpeg; `libjpeg-turbo-simd` adds
+//! the nasm kernels). Its output matches Pillow 13's libjpeg-turbo 3.2.0 on every fixture, with and without SIMD.
+//! libjpeg errors reach Rust by unwinding out of `error_exit`, so under `panic = "abort"` they abort. Without the
+//! `libjpeg-turbo`
 //! feature, JPEG goes through the `image` crate (pure-Rust zune-jpeg, feature `pure-rust-jpeg`), which differs from
 //! Pillow by up to 4 levels (IDCT and chroma upsampling).
 //!
@@ -16,6 +19,9 @@
 //!   empty), but running out of data before the last scanline is an error (`LOAD_TRUNCATED_IMAGES` is off);
 //!   a missing EOI after the last scanline is not;
 //! - EXIF orientation (first `Exif` APP1 segment) only when asked, as elsewhere in this crate.
+//!
+//! Not reproduced: lossless JPEG (SOF3, which libjpeg-turbo 3 decodes and 2.x rejects: an error here), 12-bit
+//! JPEG (an error in both), and the XMP orientation Pillow's `exif_transpose` falls back to.
 //!
 //! Called only from `processor::image`'s decoding (for content starting with the JPEG SOI marker).
 
