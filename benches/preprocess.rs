@@ -1,23 +1,34 @@
 //! Image preprocessing throughput (decode + convert + resize + crop + normalize) with the default CLIP config,
 //! on the fixture images; compare with `scripts/bench_preprocess.py` (transformers' `CLIPImageProcessorPil`).
 //!
-//! `cargo bench --bench preprocess`
+//! `cargo bench --bench preprocess` (JPEG through libjpeg-turbo, the default); `--no-default-features --features
+//! pure-rust-jpeg` times the zune-jpeg path instead. The `jpeg_decode_1_thread` group times both decoders in the
+//! same binary (zune-jpeg through the `image` crate, which the benches always have).
 
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use altclip::processor::image::{ImageInput, ImageProcessor};
+use altclip::processor::image::{load_image, DecodeOptions, ImageInput, ImageProcessor};
 use altclip::processor::resize::{resize_rgb8, Filter};
 use candle_core::{DType, Device};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 /// The images timed, shared with scripts/bench_preprocess.py.
-const IMAGES: [&str; 4] = [
+const IMAGES: [&str; 5] = [
     "jpeg_1000x700.jpg",
     "rgb_1000x700.png",
     "jpeg_420_300x200.jpg",
     "rgba_128x96.png",
+    "photo_china_640x427.jpg",
+];
+
+/// The JPEGs whose decode alone is timed (a real photo, a large synthetic 4:2:0, a progressive one).
+const JPEGS: [&str; 4] = [
+    "photo_china_640x427.jpg",
+    "photo_flower_640x427.jpg",
+    "jpeg_1000x700.jpg",
+    "jpeg_prog_300x200.jpg",
 ];
 
 fn load(name: &str) -> Vec<u8> {
@@ -51,7 +62,27 @@ fn bench(c: &mut Criterion) {
     }
     single.finish();
 
-    // A batch of 16 (the 4 images, 4 times each), decoded and resized in parallel on all cores.
+    // Decode + RGB conversion only: this crate's decoder (libjpeg-turbo by default) vs zune-jpeg.
+    let mut decode = c.benchmark_group("jpeg_decode_1_thread");
+    decode.throughput(Throughput::Elements(1));
+    for name in JPEGS {
+        let bytes = load(name);
+        decode.bench_with_input(BenchmarkId::new("altclip_load_image", name), &bytes, |b, bytes| {
+            b.iter(|| {
+                let img = load_image(&ImageInput::Bytes(bytes), &DecodeOptions::default());
+                black_box(img.unwrap_or_else(|e| panic!("{name}: {e}")))
+            })
+        });
+        decode.bench_with_input(BenchmarkId::new("zune_jpeg", name), &bytes, |b, bytes| {
+            b.iter(|| {
+                let img = image::load_from_memory_with_format(bytes, image::ImageFormat::Jpeg);
+                black_box(img.unwrap_or_else(|e| panic!("{name}: {e}")).to_rgb8())
+            })
+        });
+    }
+    decode.finish();
+
+    // A batch of 16 (the images, round-robin), decoded and resized in parallel on all cores.
     let batch: Vec<ImageInput> = (0..16).map(|i| ImageInput::Bytes(&files[i % files.len()])).collect();
     let mut group = c.benchmark_group("preprocess_batch16");
     group.throughput(Throughput::Elements(batch.len() as u64));

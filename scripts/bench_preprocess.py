@@ -5,7 +5,9 @@ Each iteration opens the image from bytes (so decoding is included, as in the Ru
 the default CLIP config (shortest_edge 224, bicubic, center crop 224, rescale + normalize) to a numpy float32 array.
 Single-threaded, as the PIL backend is.
 
-Usage: /work/pyenv/bin/python scripts/bench_preprocess.py [seconds-per-case]
+Also times JPEG decoding alone (``Image.open`` + ``convert("RGB")``, libjpeg-turbo) for the ``jpeg_decode`` group.
+
+Usage: python scripts/bench_preprocess.py [seconds-per-case]
 """
 
 import io
@@ -17,7 +19,9 @@ from PIL import Image
 from transformers import CLIPImageProcessorPil
 
 ROOT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "images" / "inputs"
-IMAGES = ["jpeg_1000x700.jpg", "rgb_1000x700.png", "jpeg_420_300x200.jpg", "rgba_128x96.png"]
+IMAGES = ["jpeg_1000x700.jpg", "rgb_1000x700.png", "jpeg_420_300x200.jpg", "rgba_128x96.png", "photo_china_640x427.jpg"]
+# decode alone (Image.open + convert("RGB"), what CLIPImageProcessorPil gets), as benches/preprocess.rs jpeg_decode
+JPEGS = ["photo_china_640x427.jpg", "photo_flower_640x427.jpg", "jpeg_1000x700.jpg", "jpeg_prog_300x200.jpg"]
 
 
 def rate(fn, seconds: float) -> float:
@@ -38,7 +42,11 @@ def main() -> None:
         r = rate(lambda: p(Image.open(io.BytesIO(data)), return_tensors="np"), seconds)
         total += 1.0 / r
         print(f"preprocess_one_image {n:<24} {r:8.1f} images/s")
-    print(f"preprocess mean over the 4 images     {len(files) / total:8.1f} images/s")
+    print(f"preprocess mean over the {len(files)} images     {len(files) / total:8.1f} images/s")
+    for n in JPEGS:
+        data = (ROOT / n).read_bytes()
+        r = rate(lambda: Image.open(io.BytesIO(data)).convert("RGB"), seconds)
+        print(f"jpeg_decode {n:<28} {r:8.1f} images/s")
     batch = [files[IMAGES[i % len(IMAGES)]] for i in range(16)]
     r = rate(lambda: p([Image.open(io.BytesIO(b)) for b in batch], return_tensors="np"), seconds)
     print(f"preprocess_batch16                    {16 * r:8.1f} images/s")

@@ -12,7 +12,8 @@
 //! | 0×0 raw / decoded image, 0×0 PNG header                | `image_processor.rs::bad_buffers_give_typed_errors`; here: `zero_and_one_pixel_images` |
 //! | 1×1 images (PNG, JPEG, GIF, WebP, BMP, TIFF, raw)      | here: `zero_and_one_pixel_images`                                          |
 //! | PNG claiming 100000×100000, JPEG claiming 65000×65000  | `image_processor.rs::bad_files_…` (limits error, < 5 s); here: `giant_headers_fail_without_allocating` (peak heap) |
-//! | CMYK JPEG, 16-bit, LA, palette with transparency       | `image_processor.rs::lossless_formats_are_bit_identical_for_every_config` (`rgb16`, `l16`, `la16`, `rgba16`, `la`, `p_trns`, `l_trns`, `rgb_trns`), `lossy_formats_within_measured_bounds` (`jpeg_cmyk`) |
+//! | CMYK JPEG, 16-bit, LA, palette with transparency       | `image_processor.rs::lossless_formats_are_bit_identical_for_every_config` (`rgb16`, `l16`, `la16`, `rgba16`, `la`, `p_trns`, `l_trns`, `rgb_trns`, `jpeg_cmyk`, `jpeg_ycck`), `jpeg_decode_is_bit_identical_to_pillow` |
+//! | JPEG: truncated scan, zero-length, `.jpg` text, SOI only, bad SOF | `image_processor.rs::bad_files_…` (fixtures `images/bad/*.jpg`); here: `truncated_and_corrupt_files_of_every_format`, `mutated_jpegs_never_crash` |
 //! | raw buffer length ≠ dimensions                         | `image_processor.rs::bad_buffers_give_typed_errors`; here: `raw_buffer_size_overflow` |
 //! | resize / crop size from a config too large             | here: `oversized_resize_and_crop_are_errors_not_allocations`                |
 //! | pixel_values of the wrong size, no interpolation       | `model_parity.rs` (`Error::ImageSize`)                                     |
@@ -116,18 +117,6 @@ fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
-/// CRC-32 (IEEE), to write valid PNG chunks by hand.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
-}
-
 /// A PNG signature plus an IHDR chunk (8-bit RGB) with a valid CRC claiming `width × height`, and an IEND.
 fn png_header(width: u32, height: u32) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
@@ -137,10 +126,10 @@ fn png_header(width: u32, height: u32) -> Vec<u8> {
     chunk.extend_from_slice(&[8, 2, 0, 0, 0]);
     out.extend_from_slice(&13u32.to_be_bytes());
     out.extend_from_slice(&chunk);
-    out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(&chunk).to_be_bytes());
     out.extend_from_slice(&0u32.to_be_bytes());
     out.extend_from_slice(b"IEND");
-    out.extend_from_slice(&crc32(b"IEND").to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(b"IEND").to_be_bytes());
     out
 }
 
@@ -179,12 +168,14 @@ fn truncated_and_corrupt_files_of_every_format() {
         }
         let half = &bytes[..bytes.len() / 2];
         let r = p.preprocess_u8(&ImageInput::Bytes(half));
-        if name.ends_with(".png") || name.ends_with(".webp") {
-            // PNG: IDAT ends early; WebP: the RIFF size runs past the end.
+        let jpeg_strict = name.ends_with(".jpg") && cfg!(feature = "libjpeg-turbo");
+        if name.ends_with(".png") || name.ends_with(".webp") || jpeg_strict {
+            // PNG: IDAT ends early; WebP: the RIFF size runs past the end; JPEG through libjpeg-turbo: data ends
+            // before the last scanline ("image file is truncated", as Pillow without LOAD_TRUNCATED_IMAGES).
             assert!(is_decode_error(&r), "{name} cut in half: {r:?}");
         } else {
-            // JPEG and GIF decoders are lenient about missing tail data (as Pillow with LOAD_TRUNCATED_IMAGES):
-            // either a decode error or a full-size image, never anything else.
+            // GIF and the pure-Rust JPEG decoder are lenient about missing tail data (as Pillow with
+            // LOAD_TRUNCATED_IMAGES): either a decode error or a full-size image, never anything else.
             match &r {
                 Err(Error::ImageDecode { .. }) => {}
                 Ok(img) => assert_eq!(img.dimensions(), (224, 224), "{name}"),
@@ -301,6 +292,79 @@ fn giant_headers_fail_without_allocating() {
             ..
         })
     ));
+}
+
+/// Every JPEG fixture, mutated (random bytes, cuts, SOF sizes, marker lengths) and fed to the decoder: each run ends
+/// in an image or a typed error, never a crash in the C decoder or a panic. A bounded stand-in for the
+/// `image_preprocess` fuzz target (see fuzz/README.md).
+#[test]
+fn mutated_jpegs_never_crash() {
+    let p = ImageProcessor::default();
+    let dir = fixture("images/inputs");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".jpg"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 25, "{names:?}");
+    let (mut ok, mut errors) = (0, 0);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for name in &names {
+        let bytes = input(name);
+        for round in 0..48 {
+            let mut b = bytes.clone();
+            match round % 4 {
+                // a few random bytes anywhere after the SOI
+                0 | 1 => {
+                    for _ in 0..1 + round % 5 {
+                        let i = 2 + (next() as usize) % (b.len() - 2);
+                        b[i] = next() as u8;
+                    }
+                }
+                // a cut anywhere
+                2 => b.truncate(2 + (next() as usize) % (b.len() - 2)),
+                // a marker segment's length or a 16-bit field in the headers set to an extreme
+                _ => {
+                    let i = 2 + (next() as usize) % (b.len().min(700) - 3);
+                    let v: u16 = [0, 1, 2, 0xffff, 0x8000, 16385][(next() % 6) as usize];
+                    b[i..i + 2].copy_from_slice(&v.to_be_bytes());
+                }
+            }
+            match p.preprocess_u8(&ImageInput::Bytes(&b)) {
+                Ok(img) => {
+                    assert_eq!(img.dimensions(), (224, 224), "{name} round {round}");
+                    ok += 1;
+                }
+                Err(Error::ImageDecode { .. } | Error::InvalidImage { .. }) => errors += 1,
+                Err(other) => panic!("{name} round {round}: unexpected {other:?}"),
+            }
+        }
+    }
+    println!("mutated JPEGs: {ok} decoded, {errors} typed errors");
+    assert!(errors > 0 && ok > 0);
+}
+
+/// A progressive JPEG whose SOF claims 16000 × 16000 (inside the dimension limits): libjpeg would need ~1.5 GB of
+/// coefficient buffers, over what `max_alloc` leaves, so it fails in `jpeg_start_decompress` (no backing store)
+/// instead of allocating.
+#[test]
+#[cfg(feature = "libjpeg-turbo")]
+fn progressive_jpeg_claiming_a_huge_size_fails_fast() {
+    let mut b = input("jpeg_prog_300x200.jpg");
+    let sof = b.windows(2).position(|w| w == [0xff, 0xc2]).unwrap();
+    b[sof + 5..sof + 9].copy_from_slice(&[0x3e, 0x80, 0x3e, 0x80]);
+    let t = std::time::Instant::now();
+    let r = ImageProcessor::default().preprocess_u8(&ImageInput::Bytes(&b));
+    assert!(matches!(r, Err(Error::ImageDecode { .. })), "{r:?}");
+    assert!(t.elapsed().as_secs_f64() < 5.0, "{:?}", t.elapsed());
+    println!("{r:?}");
 }
 
 #[test]

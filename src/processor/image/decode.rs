@@ -141,6 +141,9 @@ pub fn decode_image(bytes: &[u8], name: &str, options: &DecodeOptions) -> Result
     if bytes.is_empty() {
         return Err(Error::invalid_image(name, "empty (0 bytes)"));
     }
+    if let Some(decoded) = super::jpeg::decode_if_jpeg(bytes, name, options) {
+        return decoded;
+    }
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| Error::image_decode(name, image::ImageError::IoError(e)))?;

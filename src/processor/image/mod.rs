@@ -38,15 +38,17 @@
 //!
 //! # Exactness
 //!
-//! For losslessly stored images (PNG, BMP, GIF, TIFF, lossless WebP) the uint8 image after resize and crop is
+//! For losslessly stored images (PNG, BMP, GIF, TIFF, lossless WebP) and for JPEG (decoded by libjpeg-turbo as
+//! Pillow decodes it, `jpeg`, default feature `libjpeg-turbo`) the uint8 image after resize and crop is
 //! bit-identical to `CLIPImageProcessorPil`, and `pixel_values` are bit-identical too (same f64 rescale, f32
-//! normalization). JPEG and lossy WebP go through pure-Rust decoders (zune-jpeg, image-webp) whose IDCT /
-//! upsampling differs slightly from libjpeg-turbo / libwebp, so pixels can differ by a few levels; see the
-//! crate's image-processor tests for the measured bounds.
+//! normalization). Lossy WebP (image-webp) and JPEG under `pure-rust-jpeg` (zune-jpeg) go through pure-Rust
+//! decoders whose IDCT / upsampling can differ from libwebp / libjpeg-turbo by a few levels; see the crate's
+//! image-processor tests for the measured bounds.
 
 mod config;
 mod convert;
 mod decode;
+mod jpeg;
 
 use std::path::Path;
 
