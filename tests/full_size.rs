@@ -11,7 +11,7 @@ mod common;
 
 use altclip::{AltClipModel, ForwardOptions};
 use candle_core::{DType, Device};
-use common::{assert_close, get};
+use common::{assert_close, device, get, input};
 
 #[test]
 #[ignore = "needs the 3.5 GB checkpoint from scripts/full_size_parity.py (set ALTCLIP_FULL_DIR)"]
@@ -19,10 +19,10 @@ fn full_size_random_checkpoint_matches_transformers() {
     let dir = std::env::var("ALTCLIP_FULL_DIR").expect("set ALTCLIP_FULL_DIR to the directory written by the script");
     let dir = std::path::PathBuf::from(dir);
     let e = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
-    let model = AltClipModel::from_dir(&dir, DType::F32, &Device::Cpu).unwrap();
-    let ids = get(&e, "input_ids");
-    let mask = get(&e, "attention_mask");
-    let pixels = get(&e, "pixel_values");
+    let model = AltClipModel::from_dir(&dir, DType::F32, &device()).unwrap();
+    let ids = input(&e, "input_ids");
+    let mask = input(&e, "attention_mask");
+    let pixels = input(&e, "pixel_values");
     let out = model
         .forward(&ids, &pixels, Some(&mask), ForwardOptions::default())
         .unwrap();

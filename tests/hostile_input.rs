@@ -40,8 +40,9 @@ use std::path::{Path, PathBuf};
 use altclip::export::{self, BatchOptions, Embeddings};
 use altclip::processor::image::{DecodeLimits, ImageInput, ImageProcessor, ImageProcessorConfig, RawFormat};
 use altclip::processor::text::TokenizerConfig;
-use altclip::{AltClip, AltClipConfig, AltClipModel, Error, LoadOptions};
-use candle_core::{DType, Device};
+use altclip::{AltClip, AltClipConfig, AltClipModel, Error};
+use candle_core::DType;
+use common::device;
 use common::fixture;
 use image::{DynamicImage, ImageFormat, RgbImage};
 
@@ -424,7 +425,7 @@ fn oversized_resize_and_crop_are_errors_not_allocations() {
 // texts through the model
 
 fn clip() -> AltClip {
-    AltClip::from_dir(fixture("tiny_full"), &LoadOptions::default()).unwrap()
+    AltClip::from_dir(fixture("tiny_full"), &common::load_options()).unwrap()
 }
 
 #[test]
@@ -439,7 +440,7 @@ fn texts_through_the_pipeline() {
         other => panic!("{other:?}"),
     }
     // The processor with nothing to do returns nothing.
-    let out = clip.processor().process(&[], &[], &Device::Cpu, DType::F32).unwrap();
+    let out = clip.processor().process(&[], &[], &device(), DType::F32).unwrap();
     assert!(out.input_ids.is_none() && out.attention_mask.is_none() && out.pixel_values.is_none());
 
     // An empty string is `<s></s>` and embeds to a unit vector.
@@ -458,7 +459,7 @@ fn texts_through_the_pipeline() {
     let full = text.encode_unpadded(&[&long], None).unwrap().remove(0);
     assert!(full.len() > 4000);
     let batch = text
-        .encode(&[&long], altclip::processor::text::Padding::Longest, &Device::Cpu)
+        .encode(&[&long], altclip::processor::text::Padding::Longest, &device())
         .unwrap();
     let ids = batch.ids[0].clone();
     assert_eq!(ids.len(), max);
@@ -588,7 +589,7 @@ fn safetensors_with_lying_headers() {
     ];
     for (what, bytes) in cases {
         std::fs::write(&st, &bytes).unwrap();
-        match AltClipModel::from_dir(dir.path(), DType::F32, &Device::Cpu) {
+        match AltClipModel::from_dir(dir.path(), DType::F32, &device()) {
             Err(Error::WeightFile { path, .. }) => assert_eq!(path, st, "{what}"),
             other => panic!("{what}: {other:?}"),
         }
@@ -600,7 +601,7 @@ fn safetensors_with_lying_headers() {
         r#"{"weight_map": {"logit_scale": "model-00001-of-00002.safetensors"}}"#,
     )
     .unwrap();
-    match AltClipModel::from_dir(dir.path(), DType::F32, &Device::Cpu) {
+    match AltClipModel::from_dir(dir.path(), DType::F32, &device()) {
         Err(Error::Io { path, .. }) => assert!(path.ends_with("model-00001-of-00002.safetensors")),
         other => panic!("{other:?}"),
     }
@@ -663,7 +664,7 @@ fn export_hostile_paths() {
         assert!(matches!(emb.save_json(&out), Err(Error::Io { ref path, .. }) if *path == out));
     }
     // A model directory that does not exist names it.
-    let err = AltClip::from_dir("/definitely/not/here", &LoadOptions::default()).unwrap_err();
+    let err = AltClip::from_dir("/definitely/not/here", &common::load_options()).unwrap_err();
     assert!(err.to_string().contains("/definitely/not/here"), "{err}");
 }
 

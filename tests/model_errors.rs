@@ -6,10 +6,10 @@ use std::path::Path;
 
 use altclip::{AltClipConfig, AltClipModel, Error, ForwardOptions};
 use candle_core::{DType, Device, Tensor};
-use common::fixture;
+use common::{device, fixture};
 
 fn model() -> AltClipModel {
-    AltClipModel::from_dir(fixture("tiny/st"), DType::F32, &Device::Cpu).unwrap()
+    AltClipModel::from_dir(fixture("tiny/st"), DType::F32, &device()).unwrap()
 }
 
 fn copy_config(to: &Path) {
@@ -18,12 +18,12 @@ fn copy_config(to: &Path) {
 
 #[test]
 fn out_of_vocabulary_ids_are_rejected() {
-    let ids = Tensor::new(&[[0u32, 123, 2]], &Device::Cpu).unwrap();
+    let ids = Tensor::new(&[[0u32, 123, 2]], &device()).unwrap();
     match model().get_text_features(&ids, None).unwrap_err() {
         Error::TokenOutOfRange { id, vocab_size } => assert_eq!((id, vocab_size), (123, 123)),
         other => panic!("unexpected {other}"),
     }
-    let ids = Tensor::new(&[[0i64, -5, 2]], &Device::Cpu).unwrap();
+    let ids = Tensor::new(&[[0i64, -5, 2]], &device()).unwrap();
     assert!(matches!(
         model().get_text_features(&ids, None).unwrap_err(),
         Error::TokenOutOfRange { id: -5, .. }
@@ -40,7 +40,7 @@ fn bad_input(err: Error) -> (&'static str, String) {
 #[test]
 fn malformed_text_inputs_are_rejected() {
     let m = model();
-    let dev = Device::Cpu;
+    let dev = device();
     let (input, _) = bad_input(
         m.get_text_features(&Tensor::new(&[0u32, 5, 2], &dev).unwrap(), None)
             .unwrap_err(),
@@ -66,7 +66,7 @@ fn malformed_text_inputs_are_rejected() {
 #[test]
 fn malformed_pixel_values_are_rejected() {
     let m = model();
-    let dev = Device::Cpu;
+    let dev = device();
     let rank3 = Tensor::zeros((3, 30, 30), DType::F32, &dev).unwrap();
     assert_eq!(
         bad_input(m.get_image_features(&rank3, false).unwrap_err()).0,
@@ -103,7 +103,7 @@ fn malformed_pixel_values_are_rejected() {
 fn directory_without_weights_is_named() {
     let dir = tempfile::tempdir().unwrap();
     copy_config(dir.path());
-    match AltClipModel::from_dir(dir.path(), DType::F32, &Device::Cpu).unwrap_err() {
+    match AltClipModel::from_dir(dir.path(), DType::F32, &device()).unwrap_err() {
         Error::NoWeights { dir: d } => assert_eq!(d, dir.path()),
         other => panic!("unexpected {other}"),
     }
@@ -115,7 +115,7 @@ fn truncated_safetensors_is_a_weight_file_error() {
     copy_config(dir.path());
     let bytes = std::fs::read(fixture("tiny/st/model.safetensors")).unwrap();
     std::fs::write(dir.path().join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
-    match AltClipModel::from_dir(dir.path(), DType::F32, &Device::Cpu).unwrap_err() {
+    match AltClipModel::from_dir(dir.path(), DType::F32, &device()).unwrap_err() {
         Error::WeightFile { path, .. } => assert!(path.ends_with("model.safetensors")),
         other => panic!("unexpected {other}"),
     }
@@ -123,7 +123,7 @@ fn truncated_safetensors_is_a_weight_file_error() {
     for content in [&b""[..], b"this is not a checkpoint"] {
         std::fs::write(dir.path().join("model.safetensors"), content).unwrap();
         assert!(matches!(
-            AltClipModel::from_dir(dir.path(), DType::F32, &Device::Cpu).unwrap_err(),
+            AltClipModel::from_dir(dir.path(), DType::F32, &device()).unwrap_err(),
             Error::WeightFile { .. }
         ));
     }
@@ -134,7 +134,7 @@ fn pytorch_bin_that_is_not_a_pickle_is_a_weight_file_error() {
     let dir = tempfile::tempdir().unwrap();
     copy_config(dir.path());
     std::fs::write(dir.path().join("pytorch_model.bin"), b"PK\x03\x04 garbage, not a zip").unwrap();
-    match AltClipModel::from_dir(dir.path(), DType::F32, &Device::Cpu).unwrap_err() {
+    match AltClipModel::from_dir(dir.path(), DType::F32, &device()).unwrap_err() {
         Error::WeightFile { path, reason } => {
             assert!(path.ends_with("pytorch_model.bin"));
             assert!(reason.contains("PyTorch"), "{reason}");
@@ -158,7 +158,7 @@ fn wrong_shape_missing_tensor_and_wrong_dtype_are_named() {
     write_edited(dir.path(), |t| {
         t.insert(name.into(), Tensor::zeros((60, 35), DType::F32, &Device::Cpu).unwrap());
     });
-    match AltClipModel::from_dir(dir.path(), DType::F32, &Device::Cpu).unwrap_err() {
+    match AltClipModel::from_dir(dir.path(), DType::F32, &device()).unwrap_err() {
         Error::TensorShape { name: n, expected, got } => {
             assert_eq!(n, name);
             assert_eq!((expected, got), (vec![60, 36], vec![60, 35]));
@@ -170,7 +170,7 @@ fn wrong_shape_missing_tensor_and_wrong_dtype_are_named() {
     write_edited(dir.path(), |t| {
         t.remove(name);
     });
-    match AltClipModel::from_dir(dir.path(), DType::F32, &Device::Cpu).unwrap_err() {
+    match AltClipModel::from_dir(dir.path(), DType::F32, &device()).unwrap_err() {
         Error::MissingTensor { name: n } => assert_eq!(n, name),
         other => panic!("unexpected {other}"),
     }
@@ -178,7 +178,7 @@ fn wrong_shape_missing_tensor_and_wrong_dtype_are_named() {
     write_edited(dir.path(), |t| {
         t.insert("logit_scale".into(), Tensor::new(3u32, &Device::Cpu).unwrap());
     });
-    match AltClipModel::from_dir(dir.path(), DType::F32, &Device::Cpu).unwrap_err() {
+    match AltClipModel::from_dir(dir.path(), DType::F32, &device()).unwrap_err() {
         Error::TensorDType { name, dtype } => assert_eq!((name.as_str(), dtype), ("logit_scale", DType::U32)),
         other => panic!("unexpected {other}"),
     }
@@ -194,7 +194,7 @@ fn config_that_disagrees_with_the_weights_is_a_shape_error() {
     .unwrap();
     let mut cfg = AltClipConfig::from_file(fixture("tiny/st/config.json")).unwrap();
     cfg.projection_dim = 32;
-    let w = altclip::CheckpointView::from_dir(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let w = altclip::CheckpointView::from_dir(dir.path(), DType::F32, &device()).unwrap();
     match AltClipModel::new(&cfg, &w).unwrap_err() {
         Error::TensorShape { name, expected, got } => {
             assert_eq!(name, "text_projection.weight");
@@ -206,9 +206,9 @@ fn config_that_disagrees_with_the_weights_is_a_shape_error() {
 
 #[test]
 fn f16_weights_keep_norm_parameters_in_f32_and_run() {
-    let m = AltClipModel::from_dir(fixture("tiny/st"), DType::F16, &Device::Cpu).unwrap();
+    let m = AltClipModel::from_dir(fixture("tiny/st"), DType::F16, &device()).unwrap();
     assert_eq!(m.dtype(), DType::F16);
-    let ids = Tensor::new(&[[0u32, 17, 45, 2]], &Device::Cpu).unwrap();
+    let ids = Tensor::new(&[[0u32, 17, 45, 2]], &device()).unwrap();
     let f = m.get_text_features(&ids, None).unwrap();
     assert_eq!(f.dtype(), DType::F16);
     let values: Vec<f32> = f

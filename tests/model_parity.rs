@@ -2,12 +2,15 @@
 //!
 //! f32 outputs are compared at ≤ 1e-5 absolute; f16 at ≤ 2e-2 and bf16 at ≤ 6e-2 on normalised embeddings and
 //! logits (transformers' own half-precision CPU run is the reference, so both sides round differently).
+//!
+//! Models run on `ALTCLIP_TEST_DEVICE` (`common::device`, default `cpu`); `.ci/run` runs this file a second time
+//! with `ALTCLIP_KERNELS=generic`, through the candle ops every non-CPU device runs, at the same tolerances.
 
 mod common;
 
 use altclip::{AltClipModel, AltClipTextModel, AltClipVisionModel, ForwardOptions};
-use candle_core::{DType, Device, Tensor};
-use common::{assert_close, expected, fixture, get};
+use candle_core::{DType, Tensor};
+use common::{assert_close, device, expected, fixture, get, input};
 
 /// f32 parity with transformers. Holds on every ISA: the differences are f32 round-off of GEMM sums (blocking and
 /// kernels differ per CPU, in candle's `gemm` as in PyTorch's), measured ≤ 1.7e-6 on AMD Zen 3 (AVX2) and on an
@@ -15,16 +18,16 @@ use common::{assert_close, expected, fixture, get};
 const TOL: f32 = 1e-5;
 
 fn load(layout: &str, dtype: DType) -> AltClipModel {
-    AltClipModel::from_dir(fixture(&format!("tiny/{layout}")), dtype, &Device::Cpu)
+    AltClipModel::from_dir(fixture(&format!("tiny/{layout}")), dtype, &device())
         .unwrap_or_else(|e| panic!("loading {layout}: {e}"))
 }
 
 fn check_forward(layout: &str) {
     let e = expected();
     let model = load(layout, DType::F32);
-    let ids = get(&e, "input_ids");
-    let mask = get(&e, "attention_mask");
-    let pixels = get(&e, "pixel_values");
+    let ids = input(&e, "input_ids");
+    let mask = input(&e, "attention_mask");
+    let pixels = input(&e, "pixel_values");
     let opts = ForwardOptions {
         return_loss: true,
         output_hidden_states: true,
@@ -115,7 +118,7 @@ fn hub_pytorch_bin_with_legacy_config_matches_transformers() {
 fn interpolated_position_embeddings_match_torch_bicubic() {
     let e = expected();
     let model = load("st", DType::F32);
-    let pixels = get(&e, "pixel_values_interp");
+    let pixels = input(&e, "pixel_values_interp");
     assert_eq!(pixels.dims(), [2, 3, 44, 32]);
     let out = model.vision_model().forward(&pixels, true, false).unwrap();
     assert_close(
@@ -133,7 +136,7 @@ fn wrong_image_size_without_interpolation_is_a_typed_error() {
     let e = expected();
     let model = load("st", DType::F32);
     let err = model
-        .get_image_features(&get(&e, "pixel_values_interp"), false)
+        .get_image_features(&input(&e, "pixel_values_interp"), false)
         .unwrap_err();
     match err {
         altclip::Error::ImageSize { expected, got_h, got_w } => assert_eq!((expected, got_h, got_w), (30, 44, 32)),
@@ -144,11 +147,11 @@ fn wrong_image_size_without_interpolation_is_a_typed_error() {
 #[test]
 fn standalone_towers_load_from_their_own_and_full_checkpoints() {
     let e = expected();
-    let ids = get(&e, "input_ids");
-    let mask = get(&e, "attention_mask");
-    let pixels = get(&e, "pixel_values");
+    let ids = input(&e, "input_ids");
+    let mask = input(&e, "attention_mask");
+    let pixels = input(&e, "pixel_values");
     for dir in ["tiny/text_only", "tiny/st", "tiny/hub_bin"] {
-        let text = AltClipTextModel::from_dir(fixture(dir), DType::F32, &Device::Cpu).unwrap();
+        let text = AltClipTextModel::from_dir(fixture(dir), DType::F32, &device()).unwrap();
         let out = text.forward(&ids, Some(&mask), false).unwrap();
         assert_close(
             &format!("{dir} text last_hidden_state"),
@@ -159,7 +162,7 @@ fn standalone_towers_load_from_their_own_and_full_checkpoints() {
         assert!(out.hidden_states.is_none());
     }
     for dir in ["tiny/vision_only", "tiny/st", "tiny/hub_bin"] {
-        let vision = AltClipVisionModel::from_dir(fixture(dir), DType::F32, &Device::Cpu).unwrap();
+        let vision = AltClipVisionModel::from_dir(fixture(dir), DType::F32, &device()).unwrap();
         let out = vision.forward(&pixels, false, false).unwrap();
         assert_close(
             &format!("{dir} vision pooler_output"),
@@ -173,8 +176,8 @@ fn standalone_towers_load_from_their_own_and_full_checkpoints() {
 #[test]
 fn half_precision_runs_match_transformers_half_runs() {
     let e = expected();
-    let ids = get(&e, "input_ids");
-    let mask = get(&e, "attention_mask");
+    let ids = input(&e, "input_ids");
+    let mask = input(&e, "attention_mask");
     // Against torch's own half-precision runs; differences are half-precision rounding of intermediate results
     // (f16 ulp 2⁻¹¹, bf16 ulp 2⁻⁸ relative). Measured on AMD Zen 3 and on an AVX-512 Xeon alike: f16 4.9e-4 on
     // the embeddings and 6.5e-3 on the logits (|logits| < 15), bf16 3.9e-3 (one ulp) and 4.7e-2 (three ulps at
@@ -182,7 +185,7 @@ fn half_precision_runs_match_transformers_half_runs() {
     // moves a result by far less than a half ulp; the bounds leave ≥ 3× (f16) and one more bf16 ulp.
     for (dtype, tag, tol) in [(DType::F16, "f16", 2e-2f32), (DType::BF16, "bf16", 6e-2)] {
         let model = load("st", dtype);
-        let pixels = get(&e, "pixel_values").to_dtype(dtype).unwrap();
+        let pixels = input(&e, "pixel_values").to_dtype(dtype).unwrap();
         let out = model
             .forward(&ids, &pixels, Some(&mask), ForwardOptions::default())
             .unwrap();
@@ -208,7 +211,7 @@ fn padding_side_does_not_change_position_ids() {
     // Position ids count real tokens only, so the same tokens left- or right-padded give the same token states
     // (the pooled output differs: it is whatever stands at index 0).
     let model = load("st", DType::F32);
-    let dev = Device::Cpu;
+    let dev = device();
     let left = Tensor::new(&[[1u32, 1, 0, 8, 121, 2]], &dev).unwrap();
     let left_mask = Tensor::new(&[[0u32, 0, 1, 1, 1, 1]], &dev).unwrap();
     let right = Tensor::new(&[[0u32, 8, 121, 2, 1, 1]], &dev).unwrap();
@@ -231,17 +234,17 @@ fn preloaded_and_lazily_read_checkpoints_build_identical_models() {
     for layout in ["st", "sharded"] {
         let dir = fixture(&format!("tiny/{layout}"));
         let cfg = AltClipConfig::from_file(dir.join("config.json")).unwrap();
-        let lazy = AltClipModel::new(&cfg, &CheckpointView::from_dir(&dir, DType::F32, &Device::Cpu).unwrap()).unwrap();
+        let lazy = AltClipModel::new(&cfg, &CheckpointView::from_dir(&dir, DType::F32, &device()).unwrap()).unwrap();
         let eager = Checkpoint::from_dir(&dir).unwrap();
         eager.preload().unwrap();
         // A tensor is handed out from the read-ahead once; asking again reads it from the file again.
-        let scale = |c: &Checkpoint| c.load("logit_scale", &().into(), DType::F32, &Device::Cpu).unwrap();
+        let scale = |c: &Checkpoint| c.load("logit_scale", &().into(), DType::F32, &device()).unwrap();
         let (first, second) = (scale(&eager), scale(&eager));
         assert_eq!(first.to_scalar::<f32>().unwrap(), second.to_scalar::<f32>().unwrap());
-        let eager = AltClipModel::new(&cfg, &CheckpointView::new(eager, DType::F32, &Device::Cpu)).unwrap();
+        let eager = AltClipModel::new(&cfg, &CheckpointView::new(eager, DType::F32, &device())).unwrap();
         let e = expected();
-        let ids = get(&e, "input_ids");
-        let mask = get(&e, "attention_mask");
+        let ids = input(&e, "input_ids");
+        let mask = input(&e, "attention_mask");
         let a = lazy.get_text_features(&ids, Some(&mask)).unwrap();
         let b = eager.get_text_features(&ids, Some(&mask)).unwrap();
         assert_eq!(common::max_abs_diff(&a, &b), 0.0, "{layout}");

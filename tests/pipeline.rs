@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use altclip::export::{self, BatchOptions, Embeddings, Format};
 use altclip::processor::image::ImageInput;
-use altclip::{AltClip, Error, LoadOptions, ZeroShotClassifier};
+use altclip::{AltClip, Error, ZeroShotClassifier};
 use candle_core::Tensor;
 use common::fixture;
 use serde_json::Value;
@@ -57,7 +57,7 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 }
 
 fn clip() -> AltClip {
-    AltClip::from_dir(fixture("tiny_full"), &LoadOptions::default()).unwrap()
+    AltClip::from_dir(fixture("tiny_full"), &common::load_options()).unwrap()
 }
 
 #[test]
@@ -229,7 +229,7 @@ fn export_bad_inputs_are_typed_errors() {
 #[test]
 fn offline_hub_id_with_an_empty_cache_is_a_clear_error() {
     let cache = tempfile::tempdir().unwrap();
-    let opts = LoadOptions::default()
+    let opts = altclip::LoadOptions::default()
         .with_cache_dir(cache.path())
         .with_offline(true)
         .with_progress(false);
@@ -266,7 +266,7 @@ fn processor_from_pretrained_accepts_a_local_directory() {
         altclip::AltClipProcessor::from_pretrained(dir.to_str().unwrap(), &altclip::hub::HubOptions::new()).unwrap();
     let b = altclip::AltClipProcessor::from_dir(&dir).unwrap();
     let cat = repo_path("examples/images/cat.png");
-    let dev = candle_core::Device::Cpu;
+    let dev = common::device();
     let run = |p: &altclip::AltClipProcessor| {
         p.process(
             &["一只猫", "a cat"],

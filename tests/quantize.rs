@@ -38,7 +38,7 @@ fn random_tensor(name: &str, shape: &[usize], seed: u64) -> Tensor {
 fn random_model(cfg: &AltClipConfig) -> AltClipModel {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for attempt in 0..10_000u64 {
-        let weights = CheckpointView::new(Checkpoint::from_tensors(tensors.clone()), DType::F32, &Device::Cpu);
+        let weights = CheckpointView::new(Checkpoint::from_tensors(tensors.clone()), DType::F32, &common::device());
         match AltClipModel::new(cfg, &weights) {
             Ok(model) => return model,
             Err(Error::MissingTensor { name }) => {
@@ -135,7 +135,7 @@ fn inputs(cfg: &AltClipConfig, images: usize, texts: usize) -> Inputs {
     let pixels = Tensor::from_vec(
         uniform(images * 3 * size * size, 99),
         (images, 3, size, size),
-        &Device::Cpu,
+        &common::device(),
     )
     .unwrap();
     let vocab = cfg.text_config.vocab_size as u64;
@@ -258,7 +258,7 @@ fn quantized_projections_keep_embeddings_and_zero_shot_rankings() {
 #[test]
 fn widths_that_fit_no_block_are_left_in_f32() {
     let dir = common::fixture("tiny_full");
-    let reference = AltClipModel::from_dir(&dir, DType::F32, &Device::Cpu).unwrap();
+    let reference = AltClipModel::from_dir(&dir, DType::F32, &common::device()).unwrap();
     let mut model = reference.clone();
     assert_eq!(model.quantize(GgmlDType::Q8_0).unwrap(), 0);
     let cfg = reference.config().clone();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 
 use altclip::processor::image::{ImageInput, ImageProcessor};
 use altclip::processor::text::TextProcessor;
-use altclip::{AltClip, AltClipModel, AltClipProcessor, LoadOptions, ZeroShotClassifier};
+use altclip::{AltClip, AltClipModel, AltClipProcessor, ZeroShotClassifier};
 use common::fixture;
 
 const fn assert_send_sync<T: Send + Sync>() {}
@@ -97,7 +97,7 @@ fn workload(clip: &AltClip, images: &[PathBuf], texts: &[String], thread: usize)
 
 #[test]
 fn concurrent_embeddings_are_bit_identical_to_sequential() {
-    let clip = Arc::new(AltClip::from_dir(fixture("tiny_full"), &LoadOptions::default()).unwrap());
+    let clip = Arc::new(AltClip::from_dir(fixture("tiny_full"), &common::load_options()).unwrap());
     let (images, texts) = (images(), texts());
     // Sequential reference, one workload per thread id (the workloads differ only in order).
     let sequential: Vec<_> = (0..THREADS).map(|t| workload(&clip, &images, &texts, t)).collect();

@@ -1,8 +1,16 @@
 //! Fused kernels behind the layers of [`crate::nn`], one folder per device (`cpu` today; `cuda` to come), and the
 //! [`Fresh`] tensor the in-place ones write into. Only `crate::nn` calls in here, each kernel through one `try_…`
 //! entry point that returns `None` where the kernel does not apply. `unsafe` lives only under this folder.
+//!
+//! `ALTCLIP_KERNELS=generic` (read once per process) makes every `try_…` decline, so that the CPU runs the generic
+//! candle ops every other device runs, and the parity tests prove that math too (`.ci/run` runs them both ways).
 
 pub(crate) mod cpu;
+mod selection;
+
+#[cfg(test)]
+pub(crate) use selection::testing;
+pub(crate) use selection::{selected, Kernels};
 
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Module, Tensor};

@@ -81,7 +81,9 @@ fn masked_softmax_f32(scores: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::cpu::testing::{assert_close, wave};
+    use crate::kernels::cpu::testing::{assert_close, bits, wave};
+    use crate::kernels::testing::with_kernels;
+    use crate::kernels::Kernels;
 
     #[test]
     fn fused_softmax_matches_the_generic_path() {
@@ -103,6 +105,10 @@ mod tests {
             let fused = scaled_masked_softmax(Fresh::copy(&scores).unwrap(), scale, mask.as_ref()).unwrap();
             let generic = masked_softmax_f32(&(&scores * scale).unwrap(), mask.as_ref()).unwrap();
             assert_close(&format!("{dims:?}"), &fused, &generic, 1e-6);
+            let forced = with_kernels(Kernels::Generic, || {
+                scaled_masked_softmax(Fresh::copy(&scores).unwrap(), scale, mask.as_ref()).unwrap()
+            });
+            assert_eq!(bits(&forced), bits(&generic), "{dims:?} forced generic");
         }
     }
 }

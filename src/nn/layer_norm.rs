@@ -58,7 +58,9 @@ impl LayerNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::cpu::testing::{assert_close, wave};
+    use crate::kernels::cpu::testing::{assert_close, bits, wave};
+    use crate::kernels::testing::with_kernels;
+    use crate::kernels::Kernels;
 
     fn layer_norm(n: usize) -> LayerNorm {
         LayerNorm {
@@ -83,6 +85,8 @@ mod tests {
                 .unwrap();
             let generic = ln.forward_generic(&(&x + &r).unwrap()).unwrap();
             assert_close(&format!("{dims:?} + residual"), &fused, &generic, 1e-6);
+            let forced = with_kernels(Kernels::Generic, || ln.forward_residual(&x, &r).unwrap());
+            assert_eq!(bits(&forced), bits(&generic), "{dims:?} forced generic");
         }
     }
 }

@@ -122,7 +122,7 @@ impl Linear {
         let y = self
             .weight
             .matmul(&x.reshape((lead.iter().product::<usize>(), in_width))?)?;
-        let y = match cpu::try_bias_act(y.as_tensor(), self.bias.as_ref(), act) {
+        let y = match cpu::try_bias_act(y.as_tensor(), self.bias.as_ref(), act)? {
             Some(kernel) => kernel.apply(y)?,
             None => self.bias_act_generic(y.into_tensor(), act)?,
         };
@@ -146,7 +146,9 @@ impl Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::cpu::testing::{assert_close, wave};
+    use crate::kernels::cpu::testing::{assert_close, bits, wave};
+    use crate::kernels::testing::with_kernels;
+    use crate::kernels::Kernels;
 
     fn linear(rows_out: usize, cols_in: usize) -> Linear {
         Linear {
@@ -170,7 +172,9 @@ mod tests {
                 (Some(Activation::QuickGelu), 1e-6),
             ] {
                 let y = layer.weight.matmul(&x2).unwrap();
-                assert!(cpu::try_bias_act(y.as_tensor(), layer.bias.as_ref(), act).is_some());
+                assert!(cpu::try_bias_act(y.as_tensor(), layer.bias.as_ref(), act)
+                    .unwrap()
+                    .is_some());
                 let biased = y
                     .into_tensor()
                     .broadcast_add(layer.bias.as_ref().unwrap().tensor())
@@ -181,13 +185,12 @@ mod tests {
                 };
                 let mut out = lead.clone();
                 out.push(cols_out);
+                let generic = generic.reshape(out).unwrap();
                 let fused = layer.forward_act(&x, act).unwrap();
-                assert_close(
-                    &format!("{act:?} {lead:?}"),
-                    &fused,
-                    &generic.reshape(out).unwrap(),
-                    tol,
-                );
+                assert_close(&format!("{act:?} {lead:?}"), &fused, &generic, tol);
+                // With the generic path forced, the layer runs exactly those candle ops.
+                let forced = with_kernels(Kernels::Generic, || layer.forward_act(&x, act).unwrap());
+                assert_eq!(bits(&forced), bits(&generic), "{act:?} {lead:?} forced generic");
             }
         }
     }

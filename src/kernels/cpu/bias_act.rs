@@ -9,7 +9,7 @@ use super::math::{gelu_erf, quick_gelu};
 use super::{apply_in_place, contiguous_mut, Isa, Param, MIN_CHUNK};
 use crate::config::Activation;
 use crate::error::Result;
-use crate::kernels::Fresh;
+use crate::kernels::{self, Fresh, Kernels};
 
 /// The activations with a fused form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,10 +40,19 @@ pub(crate) struct BiasAct {
     isa: Isa,
 }
 
-/// The fused kernel for `act(y + bias)` on a `y` shaped like `y`, or `None` where it does not apply: `y` not on the
-/// CPU in f32, a bias without a host copy or of another width than `y`'s last dimension, an activation without a
-/// fused form, or nothing to do (no bias, no activation). Contiguity is the [`Fresh`] tensor's.
-pub(crate) fn try_bias_act(y: &Tensor, bias: Option<&Param>, act: Option<Activation>) -> Option<BiasAct> {
+/// The fused kernel for `act(y + bias)` on a `y` shaped like `y`, or `None` where it does not apply: the generic
+/// path forced ([`crate::kernels::Kernels`]), `y` not on the CPU in f32, a bias without a host copy or of another
+/// width than `y`'s last dimension, an activation without a fused form, or nothing to do (no bias, no activation).
+/// Contiguity is the [`Fresh`] tensor's.
+pub(crate) fn try_bias_act(y: &Tensor, bias: Option<&Param>, act: Option<Activation>) -> Result<Option<BiasAct>> {
+    if kernels::selected()? == Kernels::Generic {
+        return Ok(None);
+    }
+    Ok(prepare(y, bias, act))
+}
+
+/// [`try_bias_act`]'s eligibility test and preparation.
+fn prepare(y: &Tensor, bias: Option<&Param>, act: Option<Activation>) -> Option<BiasAct> {
     let act = Act::of(act)?;
     if !y.device().is_cpu() || y.dtype() != DType::F32 {
         return None;
@@ -137,36 +146,44 @@ mod tests {
     fn try_bias_act_takes_cpu_f32_and_declines_the_rest() {
         let y = wave((3, 8), 2.0, 0.0, 0.0);
         let b = bias(8);
-        assert!(try_bias_act(&y, Some(&b), None).is_some(), "bias alone");
+        assert!(try_bias_act(&y, Some(&b), None).unwrap().is_some(), "bias alone");
         assert!(
-            try_bias_act(&y, Some(&b), Some(Activation::Gelu)).is_some(),
+            try_bias_act(&y, Some(&b), Some(Activation::Gelu)).unwrap().is_some(),
             "bias + gelu"
         );
         assert!(
-            try_bias_act(&y, None, Some(Activation::QuickGelu)).is_some(),
+            try_bias_act(&y, None, Some(Activation::QuickGelu)).unwrap().is_some(),
             "quick_gelu alone"
         );
         // A non-contiguous input is fine: the kernel runs on a `Fresh` copy, which is contiguous.
         assert!(
-            try_bias_act(&y.t().unwrap(), None, Some(Activation::Gelu)).is_some(),
+            try_bias_act(&y.t().unwrap(), None, Some(Activation::Gelu))
+                .unwrap()
+                .is_some(),
             "transposed"
         );
-        assert!(try_bias_act(&y, None, None).is_none(), "nothing to do");
+        assert!(try_bias_act(&y, None, None).unwrap().is_none(), "nothing to do");
         assert!(
-            try_bias_act(&y, Some(&b), Some(Activation::Relu)).is_none(),
+            try_bias_act(&y, Some(&b), Some(Activation::Relu)).unwrap().is_none(),
             "no fused relu"
         );
-        assert!(try_bias_act(&y, Some(&bias(5)), None).is_none(), "bias width");
+        assert!(try_bias_act(&y, Some(&bias(5)), None).unwrap().is_none(), "bias width");
         let y16 = y.to_dtype(DType::F16).unwrap();
-        assert!(try_bias_act(&y16, None, Some(Activation::Gelu)).is_none(), "f16");
+        assert!(
+            try_bias_act(&y16, None, Some(Activation::Gelu)).unwrap().is_none(),
+            "f16"
+        );
         let b16 = Param::new(b.tensor().to_dtype(DType::F16).unwrap()).unwrap();
-        assert!(try_bias_act(&y, Some(&b16), None).is_none(), "bias without a host copy");
+        assert!(
+            try_bias_act(&y, Some(&b16), None).unwrap().is_none(),
+            "bias without a host copy"
+        );
     }
 
     #[test]
     fn apply_checks_the_prepared_shape() {
         let y = wave((3, 8), 2.0, 0.0, 0.0);
-        let kernel = try_bias_act(&y, None, Some(Activation::Gelu)).unwrap();
+        let kernel = try_bias_act(&y, None, Some(Activation::Gelu)).unwrap().unwrap();
         let other = Fresh::copy(&Tensor::zeros((4, 8), DType::F32, &Device::Cpu).unwrap()).unwrap();
         assert!(kernel.apply(other).is_err());
     }
@@ -179,7 +196,7 @@ mod tests {
             let b = bias(cols);
             for act in [None, Some(Activation::Gelu), Some(Activation::QuickGelu)] {
                 let run = |isa: Isa| {
-                    let mut kernel = try_bias_act(&y, Some(&b), act).unwrap();
+                    let mut kernel = try_bias_act(&y, Some(&b), act).unwrap().unwrap();
                     kernel.isa = isa;
                     kernel.apply(Fresh::copy(&y).unwrap()).unwrap()
                 };

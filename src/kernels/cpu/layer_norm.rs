@@ -9,11 +9,13 @@ use rayon::prelude::*;
 use super::math::{lane_sq_dev, lane_sum};
 use super::{contiguous, Isa, Param, MIN_CHUNK};
 use crate::error::Result;
+use crate::kernels::{self, Kernels};
 
 /// `layer_norm(x)` (or `layer_norm(x + residual)`) with `weight`, `bias` and `eps`, in `x`'s dtype, or `None`
-/// where the kernel does not apply: `x` not on the CPU, weight or bias without a host copy, a last dimension other
-/// than their width, or a residual that is not on the CPU, not f32 like `x`, or not shaped like it. Without a
-/// residual, `x` of any dtype is normalised in f32; either input may be non-contiguous (it is copied).
+/// where the kernel does not apply: the generic path forced ([`crate::kernels::Kernels`]), `x` not on the CPU,
+/// weight or bias without a host copy, a last dimension other than their width, or a residual that is not on the
+/// CPU, not f32 like `x`, or not shaped like it. Without a residual, `x` of any dtype is normalised in f32; either
+/// input may be non-contiguous (it is copied).
 pub(crate) fn try_layer_norm(
     x: &Tensor,
     residual: Option<&Tensor>,
@@ -21,6 +23,9 @@ pub(crate) fn try_layer_norm(
     bias: &Param,
     eps: f64,
 ) -> Result<Option<Tensor>> {
+    if kernels::selected()? == Kernels::Generic {
+        return Ok(None);
+    }
     let (Some(w), Some(b)) = (&weight.host, &bias.host) else {
         return Ok(None);
     };

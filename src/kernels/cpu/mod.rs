@@ -223,3 +223,44 @@ pub(crate) mod testing {
         values(t).iter().map(|v| v.to_bits()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::testing::wave;
+    use super::*;
+    use crate::config::Activation;
+    use crate::kernels::testing::with_kernels;
+    use crate::kernels::Kernels;
+
+    /// Which of the three kernels accept inputs they all fit, under `kernels`.
+    fn accepted(kernels: Kernels) -> [bool; 3] {
+        let y = wave((3, 8), 2.0, 0.0, 0.0);
+        let (w, b) = (
+            Param::new(wave(8, 0.3, 0.2, 1.0)).unwrap(),
+            Param::new(wave(8, 0.2, 0.9, 0.0)).unwrap(),
+        );
+        let scores = wave((2, 3, 4, 5), 2.0, 0.0, 0.0);
+        let mask = wave((2, 1, 1, 5), 1.0, 0.0, 0.0);
+        with_kernels(kernels, || {
+            [
+                try_bias_act(&y, Some(&b), Some(Activation::Gelu)).unwrap().is_some(),
+                try_scaled_masked_softmax(&scores, 0.5, Some(&mask)).unwrap().is_some(),
+                try_layer_norm(&y, Some(&y), &w, &b, 1e-5).unwrap().is_some(),
+            ]
+        })
+    }
+
+    #[test]
+    fn the_generic_switch_makes_every_try_decline() {
+        assert_eq!(
+            accepted(Kernels::Fused),
+            [true; 3],
+            "bias_act, softmax, layer_norm take these inputs"
+        );
+        assert_eq!(
+            accepted(Kernels::Generic),
+            [false; 3],
+            "bias_act, softmax, layer_norm decline"
+        );
+    }
+}

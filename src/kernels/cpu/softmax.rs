@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::math::{exp, lane_max, lane_sum};
 use super::{apply_in_place, contiguous_mut, Isa, MIN_CHUNK};
 use crate::error::Result;
-use crate::kernels::Fresh;
+use crate::kernels::{self, Fresh, Kernels};
 
 /// The fused `x ← softmax(scale·x + mask)`, prepared by [`try_scaled_masked_softmax`] for one shape of scores. The
 /// mask's rows of `keys` additive values are chosen per `rows_per_mask` consecutive rows (so a (batch, 1, 1, keys)
@@ -24,14 +24,15 @@ pub(crate) struct ScaledMaskedSoftmax {
 }
 
 /// The fused kernel for `softmax(scale·scores + mask)` on scores shaped like `scores`, or `None` where it does not
-/// apply: scores not on the CPU in f32 or not of rank 4, or a mask not on the CPU or not shaped (batch | 1, 1, 1,
-/// keys). The mask is read in f32. Contiguity is the [`Fresh`] tensor's.
+/// apply: the generic path forced ([`crate::kernels::Kernels`]), scores not on the CPU in f32 or not of rank 4, or
+/// a mask not on the CPU or not shaped (batch | 1, 1, 1, keys). The mask is read in f32. Contiguity is the
+/// [`Fresh`] tensor's.
 pub(crate) fn try_scaled_masked_softmax(
     scores: &Tensor,
     scale: f64,
     mask: Option<&Tensor>,
 ) -> Result<Option<ScaledMaskedSoftmax>> {
-    if !scores.device().is_cpu() || scores.dtype() != DType::F32 {
+    if kernels::selected()? == Kernels::Generic || !scores.device().is_cpu() || scores.dtype() != DType::F32 {
         return Ok(None);
     }
     let &[b, h, q, k] = scores.dims() else {
