@@ -1,0 +1,146 @@
+//! The decode/compute overlap of `altclip::prefetch::run` (issue 12, part 3), with a stand-in for the device stage:
+//! does decoding keep its stand-alone throughput while the "device" runs, and what images/s comes out?
+//!
+//! The decode stage is the real one (`ImageProcessor::preprocess` on all cores: decode, convert, Pillow-exact
+//! resize, crop, normalise, CLIP 224 config) over the fixture photos. The device stage is a calibrated stand-in
+//! taking `ratio ×` the measured decode time per batch: `sleep` (a GPU: uses no CPU) or `spin` (a busy CPU
+//! thread, for contrast: on a machine with few cores it takes one from the decoder). Prints a Markdown table.
+//!
+//! `cargo bench --bench pipeline`
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use altclip::prefetch;
+use altclip::processor::image::{ImageInput, ImageProcessor};
+use candle_core::{DType, Device};
+
+const BATCH: usize = 16;
+const BATCHES: usize = 12;
+const REPEATS: usize = 5;
+/// Decoded formats, as in benches/preprocess.rs: two large photos, two small images.
+const IMAGES: [&str; 4] = [
+    "jpeg_1000x700.jpg",
+    "rgb_1000x700.png",
+    "jpeg_420_300x200.jpg",
+    "rgba_128x96.png",
+];
+
+/// One timed run: wall seconds, and the seconds the decode stage was busy (summed over batches).
+struct Run {
+    wall: f64,
+    decode_busy: f64,
+}
+
+#[derive(Clone, Copy)]
+enum StandIn {
+    Sleep,
+    Spin,
+}
+
+fn run(
+    processor: &ImageProcessor,
+    batches: &[Vec<ImageInput<'_>>],
+    depth: usize,
+    device: Option<(StandIn, Duration)>,
+) -> Run {
+    let busy = Mutex::new(0f64);
+    let started = Instant::now();
+    let prepare = |batch: &Vec<ImageInput<'_>>| {
+        let t = Instant::now();
+        let pixels = processor
+            .preprocess(batch, &Device::Cpu, DType::F32)
+            .unwrap_or_else(|e| panic!("{e}"));
+        *busy.lock().unwrap_or_else(|e| panic!("{e}")) += t.elapsed().as_secs_f64();
+        pixels
+    };
+    prefetch::run(batches, depth, prepare, |pixels| {
+        std::hint::black_box(pixels);
+        match device {
+            Some((StandIn::Sleep, d)) => std::thread::sleep(d),
+            Some((StandIn::Spin, d)) => {
+                let t = Instant::now();
+                while t.elapsed() < d {
+                    std::hint::spin_loop();
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let wall = started.elapsed().as_secs_f64();
+    Run {
+        wall,
+        decode_busy: busy.into_inner().unwrap_or_else(|e| panic!("{e}")),
+    }
+}
+
+/// The median-wall run of `REPEATS`.
+fn median(mut f: impl FnMut() -> Run) -> Run {
+    let mut runs: Vec<Run> = (0..REPEATS).map(|_| f()).collect();
+    runs.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+    runs.swap_remove(REPEATS / 2)
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn main() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images/inputs");
+    let files: Vec<Vec<u8>> = IMAGES
+        .iter()
+        .map(|n| std::fs::read(dir.join(n)).unwrap_or_else(|e| panic!("{n}: {e}")))
+        .collect();
+    let batches: Vec<Vec<ImageInput>> = (0..BATCHES)
+        .map(|k| {
+            (0..BATCH)
+                .map(|i| ImageInput::Bytes(&files[(k + i) % files.len()]))
+                .collect()
+        })
+        .collect();
+    let processor = ImageProcessor::default();
+    let n = (BATCH * BATCHES) as f64;
+    run(&processor, &batches, 0, None); // warm-up
+
+    let alone = median(|| run(&processor, &batches, 0, None));
+    let per_batch = Duration::from_secs_f64(alone.decode_busy / BATCHES as f64);
+    println!(
+        "{} ({} threads); {BATCHES} batches of {BATCH}; decode alone: {:.1} images/s ({:.1} ms per batch)\n",
+        cpu_name(),
+        rayon::current_num_threads(),
+        n / alone.decode_busy,
+        per_batch.as_secs_f64() * 1e3
+    );
+    println!("| device stand-in | device ms/batch | depth | decode images/s while the device runs | vs alone | end-to-end images/s | vs ideal max(decode, device) |");
+    println!("|---|---|---|---|---|---|---|");
+    for (device, name) in [
+        (StandIn::Sleep, "sleep (uses no CPU)"),
+        (StandIn::Spin, "spin (one busy CPU thread)"),
+    ] {
+        for ratio in [0.5, 1.0] {
+            let d = per_batch.mul_f64(ratio);
+            let ideal = n / (BATCHES as f64 * per_batch.as_secs_f64().max(d.as_secs_f64()));
+            for depth in [0, 1, 2] {
+                let r = median(|| run(&processor, &batches, depth, Some((device, d))));
+                let decode = n / r.decode_busy;
+                println!(
+                    "| {name} | {:.1} | {depth} | {decode:.1} | {:.0} % | {:.1} | {:.0} % |",
+                    d.as_secs_f64() * 1e3,
+                    100.0 * decode / (n / alone.decode_busy),
+                    n / r.wall,
+                    100.0 * (n / r.wall) / ideal
+                );
+            }
+        }
+    }
+}
