@@ -19,8 +19,6 @@ use altclip::processor::image::{ImageInput, ImageProcessor};
 use candle_core::{DType, Device};
 
 const BATCH: usize = 16;
-const BATCHES: usize = 12;
-const REPEATS: usize = 5;
 /// Decoded formats, as in benches/preprocess.rs: two large photos, two small images.
 const IMAGES: [&str; 4] = [
     "jpeg_1000x700.jpg",
@@ -79,13 +77,13 @@ fn run(
     }
 }
 
-/// `REPEATS` runs of `f`, each right after a stand-alone decode run (the machine's load drifts): the medians of
+/// `repeats` runs of `f`, each right after a stand-alone decode run (the machine's load drifts): the medians of
 /// decode throughput relative to that stand-alone run, of decode images/s, and of end-to-end images/s.
-fn paired(n: f64, alone: impl Fn() -> Run, f: impl Fn() -> Run) -> (f64, f64, f64) {
+fn paired(n: f64, repeats: usize, alone: impl Fn() -> Run, f: impl Fn() -> Run) -> (f64, f64, f64) {
     let mut rel = Vec::new();
     let mut decode = Vec::new();
     let mut end_to_end = Vec::new();
-    for _ in 0..REPEATS {
+    for _ in 0..repeats {
         let a = alone();
         let r = f();
         rel.push(a.decode_busy / r.decode_busy);
@@ -111,12 +109,15 @@ fn cpu_name() -> String {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs this without `--bench`: one short smoke run then.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let (batches_n, repeats) = if smoke { (2, 1) } else { (12, 5) };
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images/inputs");
     let files: Vec<Vec<u8>> = IMAGES
         .iter()
         .map(|n| std::fs::read(dir.join(n)).unwrap_or_else(|e| panic!("{n}: {e}")))
         .collect();
-    let batches: Vec<Vec<ImageInput>> = (0..BATCHES)
+    let batches: Vec<Vec<ImageInput>> = (0..batches_n)
         .map(|k| {
             (0..BATCH)
                 .map(|i| ImageInput::Bytes(&files[(k + i) % files.len()]))
@@ -124,14 +125,14 @@ fn main() {
         })
         .collect();
     let processor = ImageProcessor::default();
-    let n = (BATCH * BATCHES) as f64;
+    let n = (BATCH * batches_n) as f64;
     run(&processor, &batches, 0, None); // warm-up
 
     let alone = || run(&processor, &batches, 0, None);
     let first = alone();
-    let per_batch = Duration::from_secs_f64(first.decode_busy / BATCHES as f64);
+    let per_batch = Duration::from_secs_f64(first.decode_busy / batches_n as f64);
     println!(
-        "{} ({} threads); {BATCHES} batches of {BATCH}; decode alone: {:.1} images/s ({:.1} ms per batch)\n",
+        "{} ({} threads); {batches_n} batches of {BATCH}; decode alone: {:.1} images/s ({:.1} ms per batch)\n",
         cpu_name(),
         rayon::current_num_threads(),
         n / first.decode_busy,
@@ -149,9 +150,11 @@ fn main() {
     for (device, name) in stand_ins {
         for ratio in [0.5, 1.0] {
             let d = per_batch.mul_f64(ratio);
-            let ideal = n / (BATCHES as f64 * per_batch.as_secs_f64().max(d.as_secs_f64()));
+            let ideal = n / (batches_n as f64 * per_batch.as_secs_f64().max(d.as_secs_f64()));
             for depth in [0, 1, 2] {
-                let (rel, decode, e2e) = paired(n, alone, || run(&processor, &batches, depth, Some((device, d))));
+                let (rel, decode, e2e) = paired(n, repeats, alone, || {
+                    run(&processor, &batches, depth, Some((device, d)))
+                });
                 println!(
                     "| {name} | {:.1} | {depth} | {decode:.1} | {:.0} % | {e2e:.1} | {:.0} % |",
                     d.as_secs_f64() * 1e3,
