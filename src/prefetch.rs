@@ -27,12 +27,21 @@ impl Default for ImagePipeline {
 }
 
 impl ImagePipeline {
-    /// Rejects a batch size of 0.
+    /// The deepest pipeline accepted: the channel's slots are allocated up front.
+    pub const MAX_DEPTH: usize = 1024;
+
+    /// Rejects a batch size of 0 and a depth over [`Self::MAX_DEPTH`].
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
             return Err(Error::InvalidArgument {
                 argument: "batch_size",
                 reason: "the batch size must be at least 1".into(),
+            });
+        }
+        if self.depth > Self::MAX_DEPTH {
+            return Err(Error::InvalidArgument {
+                argument: "depth",
+                reason: format!("{} batches ahead is over the limit of {}", self.depth, Self::MAX_DEPTH),
             });
         }
         Ok(())
@@ -57,6 +66,8 @@ where
         return batches.into_iter().try_for_each(|b| consume(prepare(b)));
     }
     let batches = batches.into_iter();
+    // More slots than batches buy nothing (and the channel allocates them up front).
+    let depth = batches.size_hint().1.map_or(depth, |n| depth.min(n.max(1)));
     // The producer holds one prepared batch while it waits to send; the channel holds the other depth − 1.
     let (tx, rx) = mpsc::sync_channel(depth - 1);
     std::thread::scope(|scope| {

@@ -477,6 +477,11 @@ fn pipelined_image_embeddings_equal_sequential_bit_for_bit_with_failures_in_orde
         depth: 1,
     });
     assert!(invalid(zero.embed_images(&good_inputs)).starts_with("batch_size"));
+    let deep = clip().with_image_pipeline(altclip::ImagePipeline {
+        batch_size: 1,
+        depth: usize::MAX,
+    });
+    assert!(invalid(deep.embed_images(&good_inputs)).starts_with("depth"));
 }
 
 #[test]
