@@ -1,5 +1,6 @@
 //! Embeds images (files, or directories walked recursively) and/or texts in batches; writes JSON, safetensors or
-//! npy (the formats of `altclip::export`, whose docs give the JSON document's keys).
+//! npy (the formats of `altclip::export`, whose docs give the JSON document's keys). Images are decoded on all
+//! cores while the model runs the previous batch (`--prefetch`); the images/s goes to stderr.
 //!
 //! ```sh
 //! cargo run --release --example embed -- --image examples/images --text "a cat" --text "一只猫" --output out.json
@@ -31,6 +32,9 @@ struct Args {
     /// Images (and texts) per forward pass; memory is bounded by this, not by the number of files.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     batch_size: u64,
+    /// Batches decoded ahead of the model (on all cores, while it runs); 0 decodes and runs in turn.
+    #[arg(long, default_value_t = 2)]
+    prefetch: usize,
     /// Output format: json, safetensors or npy.
     #[arg(long, default_value = "json")]
     format: Format,
@@ -55,19 +59,32 @@ fn run(args: &Args, stdout: &mut dyn Write) -> anyhow::Result<Embeddings> {
     if !args.images.is_empty() && paths.is_empty() {
         bail!("no image files found under the given --image paths");
     }
-    let clip = args.model.load(!args.quiet)?;
+    let pipeline = altclip::ImagePipeline {
+        batch_size: usize::try_from(args.batch_size)?,
+        depth: args.prefetch,
+    };
+    let clip = args.model.load(!args.quiet)?.with_image_pipeline(pipeline);
     let bar = match args.quiet {
         true => indicatif::ProgressBar::hidden(),
         false => indicatif::ProgressBar::new((paths.len() + args.texts.len()) as u64),
     };
     let options = BatchOptions {
-        batch_size: usize::try_from(args.batch_size)?,
+        batch_size: pipeline.batch_size,
         strict: args.strict,
     };
     let emb = export::embed_batches(&clip, &paths, &args.texts, &options, &mut |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
     for (path, err) in &emb.skipped {
         eprintln!("skipping {}: {err}", path.display());
+    }
+    if let Some(rate) = emb.images_per_second() {
+        eprintln!(
+            "{} image(s) in {:.2} s: {rate:.1} images/s (batch {}, prefetch {})",
+            emb.image_paths.len() + emb.skipped.len(),
+            emb.image_seconds,
+            pipeline.batch_size,
+            pipeline.depth
+        );
     }
     match (&args.output, args.format) {
         (Some(path), format) => emb.save(format, path)?,

@@ -10,11 +10,13 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::pipeline::AltClip;
+use crate::prefetch::ImagePipeline;
 use crate::processor::image::ImageInput;
 
 /// File extensions (lower case) [`collect_images`] takes from a directory.
@@ -98,10 +100,21 @@ pub struct Embeddings {
     pub logits_per_image: Option<Tensor>,
     /// Images that could not be read, with the error (empty in strict mode).
     pub skipped: Vec<(PathBuf, Error)>,
+    /// Wall-clock seconds the images took (decode and model, pipelined); 0 without images.
+    pub image_seconds: f64,
+}
+
+impl Embeddings {
+    /// Images (embedded or skipped) per second of [`Embeddings::image_seconds`]; `None` without images.
+    pub fn images_per_second(&self) -> Option<f64> {
+        let n = self.image_paths.len() + self.skipped.len();
+        (n > 0 && self.image_seconds > 0.0).then(|| n as f64 / self.image_seconds)
+    }
 }
 
 /// Embeds `images` and `texts` in batches of `options.batch_size`, calling `on_progress` with the number of inputs
-/// each batch finished. An image that cannot be read is skipped and listed in [`Embeddings::skipped`], or (strict)
+/// each batch finished. Images are decoded on all cores while the model runs the previous batch
+/// ([`AltClip::embed_image_batches`]). An image that cannot be read is skipped and listed in [`Embeddings::skipped`], or (strict)
 /// is the error returned.
 pub fn embed_batches(
     clip: &AltClip,
@@ -143,6 +156,7 @@ pub fn embed_batches(
         text_embeds,
         logits_per_image,
         skipped: images.skipped,
+        image_seconds: images.seconds,
     })
 }
 
@@ -151,8 +165,11 @@ struct ImageBatches {
     paths: Vec<PathBuf>,
     embeds: Option<Tensor>,
     skipped: Vec<(PathBuf, Error)>,
+    seconds: f64,
 }
 
+/// The images through [`AltClip::embed_image_batches`], in batches of `options.batch_size`, decoding ahead of the
+/// model as far as [`AltClip::image_pipeline`]'s depth says.
 fn image_batches(
     clip: &AltClip,
     images: &[PathBuf],
@@ -160,25 +177,30 @@ fn image_batches(
     on_progress: &mut dyn FnMut(usize),
 ) -> Result<ImageBatches> {
     let (mut paths, mut rows, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
-    for chunk in images.chunks(options.batch_size) {
-        let inputs: Vec<ImageInput> = chunk.iter().map(|p| ImageInput::Path(p)).collect();
-        let result = clip.embed_images_partial(&inputs)?;
-        for (i, err) in result.failed {
+    let inputs: Vec<ImageInput> = images.iter().map(|p| ImageInput::Path(p)).collect();
+    let pipeline = ImagePipeline {
+        batch_size: options.batch_size,
+        depth: clip.image_pipeline().depth,
+    };
+    let started = Instant::now();
+    clip.embed_image_batches(&inputs, pipeline, &mut |batch| {
+        let done = batch.ok.len() + batch.failed.len();
+        for (i, err) in batch.failed {
             if options.strict {
                 return Err(err);
             }
-            skipped.push((chunk[i].clone(), err));
+            skipped.push((images[i].clone(), err));
         }
-        if let Some(e) = result.embeddings {
-            rows.push(e);
-            paths.extend(result.ok.iter().map(|&i| chunk[i].clone()));
-        }
-        on_progress(chunk.len());
-    }
+        rows.extend(batch.embeddings);
+        paths.extend(batch.ok.iter().map(|&i| images[i].clone()));
+        on_progress(done);
+        Ok(())
+    })?;
     Ok(ImageBatches {
         paths,
         embeds: concat(&rows)?,
         skipped,
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
 

@@ -14,7 +14,8 @@
 //!   vision_model: patches + class + positions ─► pre_layrnorm ─► pre-LN encoder ─► post_layernorm(CLS) ─► visual_projection
 //!   logits = exp(logit_scale) · cosine(image_embeds, text_embeds)
 //!                                                                                                        ▼
-//! options (LoadOptions = HubOptions + device, dtype, quantization) ─► hub ─► pipeline (`AltClip`: batching)
+//! options (LoadOptions = HubOptions + device, dtype, quantization) ─► hub ─► pipeline (`AltClip`: batching;
+//!   prefetch: decode batch k+1 while the model runs batch k)
 //!   ─► zero_shot · retrieval · export (JSON / npy / safetensors) ─► examples (thin mains)
 //! ```
 //!
@@ -51,6 +52,7 @@ pub mod model;
 mod nn;
 pub mod options;
 pub mod pipeline;
+pub mod prefetch;
 pub mod processor;
 pub mod retrieval;
 pub mod text_model;
@@ -67,6 +69,7 @@ pub use error::{Error, Result};
 pub use model::{AltClipModel, AltClipOutput, ForwardOptions};
 pub use options::{HubOptions, LoadOptions};
 pub use pipeline::AltClip;
+pub use prefetch::ImagePipeline;
 pub use processor::AltClipProcessor;
 pub use retrieval::{EmbeddingIndex, Hit};
 pub use text_model::{AltClipTextModel, TextModelOutput};

@@ -19,11 +19,13 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use image::RgbImage;
 
 use crate::batching::TextBatching;
 use crate::error::{Error, Result};
 use crate::model::{l2_normalize, AltClipModel};
 use crate::options::LoadOptions;
+use crate::prefetch::{self, ImagePipeline};
 use crate::processor::image::ImageInput;
 use crate::processor::AltClipProcessor;
 
@@ -32,10 +34,18 @@ use crate::processor::AltClipProcessor;
 pub struct PartialEmbeddings {
     /// (ok.len(), dim) normalised embeddings of the inputs that could be read, in input order; `None` if none.
     pub embeddings: Option<Tensor>,
-    /// Input indices of the rows of `embeddings`.
+    /// Input indices of the rows of `embeddings`, ascending.
     pub ok: Vec<usize>,
-    /// Inputs that failed, with their errors.
+    /// Inputs that failed, with their errors, ascending by index.
     pub failed: Vec<(usize, Error)>,
+}
+
+/// One batch as the producer of [`AltClip::embed_image_batches`] prepared it.
+struct PreparedBatch {
+    /// Pixel values of the rows in `ok`, on the CPU; `None` when none could be read.
+    pixels: Result<Option<Tensor>>,
+    ok: Vec<usize>,
+    failed: Vec<(usize, Error)>,
 }
 
 /// AltCLIP model and processor, loaded together.
@@ -45,6 +55,7 @@ pub struct AltClip {
     processor: AltClipProcessor,
     name: String,
     text_batching: TextBatching,
+    image_pipeline: ImagePipeline,
 }
 
 impl AltClip {
@@ -85,6 +96,7 @@ impl AltClip {
             processor: AltClipProcessor::from_dir(dir)?,
             name: dir.display().to_string(),
             text_batching: TextBatching::default(),
+            image_pipeline: ImagePipeline::default(),
         })
     }
 
@@ -95,6 +107,7 @@ impl AltClip {
             processor,
             name: name.into(),
             text_batching: TextBatching::default(),
+            image_pipeline: ImagePipeline::default(),
         }
     }
 
@@ -107,6 +120,18 @@ impl AltClip {
     /// How [`AltClip::embed_texts`] groups texts into forward passes.
     pub fn text_batching(&self) -> &TextBatching {
         &self.text_batching
+    }
+
+    /// Sets how [`AltClip::embed_images`] and [`AltClip::embed_images_partial`] batch their inputs and how far
+    /// decoding runs ahead of the model.
+    pub fn with_image_pipeline(mut self, pipeline: ImagePipeline) -> Self {
+        self.image_pipeline = pipeline;
+        self
+    }
+
+    /// How the image batch API batches and pipelines its inputs.
+    pub fn image_pipeline(&self) -> &ImagePipeline {
+        &self.image_pipeline
     }
 
     /// The model id or directory this was loaded from.
@@ -148,7 +173,10 @@ impl AltClip {
         Ok(l2_normalize(&features.to_dtype(DType::F32)?)?.to_device(&Device::Cpu)?)
     }
 
-    /// L2-normalised image embeddings, (images, dim), in f32 (AltCLIPModel's `image_embeds`).
+    /// L2-normalised image embeddings, (images, dim), in f32 (AltCLIPModel's `image_embeds`), in input order.
+    ///
+    /// Runs in forward passes of [`ImagePipeline::batch_size`] images, decoding the next batch while the model
+    /// runs this one ([`AltClip::with_image_pipeline`]). The first input that cannot be read is the error.
     pub fn embed_images(&self, images: &[ImageInput<'_>]) -> Result<Tensor> {
         if images.is_empty() {
             return Err(Error::InvalidArgument {
@@ -156,61 +184,117 @@ impl AltClip {
                 reason: "the list is empty".into(),
             });
         }
-        let pixels = self
-            .processor
-            .image()
-            .preprocess(images, self.model.device(), self.model.dtype())?;
-        self.embed_pixels(&pixels)
+        let mut rows = Vec::new();
+        self.embed_image_batches(images, self.image_pipeline, &mut |batch| {
+            if let Some((_, e)) = batch.failed.into_iter().next() {
+                return Err(e);
+            }
+            rows.extend(batch.embeddings);
+            Ok(())
+        })?;
+        Ok(Tensor::cat(&rows, 0)?)
     }
 
     /// Like [`AltClip::embed_images`], but an image that cannot be read or decoded costs only its own row: the
     /// result lists the embedded inputs and the failures (index and error) separately.
     pub fn embed_images_partial(&self, images: &[ImageInput<'_>]) -> Result<PartialEmbeddings> {
-        use rayon::prelude::*;
-        let processor = self.processor.image();
-        let decoded: Vec<Result<(usize, usize, Vec<f32>)>> = images
-            .par_iter()
-            .map(|input| {
-                let img = processor.preprocess_u8(input)?;
-                Ok((
-                    img.height() as usize,
-                    img.width() as usize,
-                    processor.pixel_values(&img),
-                ))
-            })
-            .collect();
-        let mut size = None;
-        let mut ok = Vec::new();
-        let mut failed = Vec::new();
-        let mut data = Vec::new();
-        for (i, result) in decoded.into_iter().enumerate() {
-            match result {
-                Ok((h, w, values)) if size.is_none_or(|s| s == (h, w)) => {
-                    size = Some((h, w));
-                    ok.push(i);
-                    data.extend_from_slice(&values);
-                }
-                Ok((h, w, _)) => failed.push((
-                    i,
-                    Error::bad_input(
-                        "images",
-                        format!("preprocessed to {w}x{h}, unlike the batch's first image"),
-                    ),
-                )),
-                Err(e) => failed.push((i, e)),
-            }
-        }
-        // `size` is set exactly when some input was embedded.
-        let embeddings = match size {
-            Some((h, w)) => {
-                let pixels = Tensor::from_vec(data, (ok.len(), 3, h, w), &Device::Cpu)?
-                    .to_dtype(self.model.dtype())?
-                    .to_device(self.model.device())?;
-                Some(self.embed_pixels(&pixels)?)
-            }
-            None => None,
+        let (mut rows, mut ok, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+        self.embed_image_batches(images, self.image_pipeline, &mut |batch| {
+            rows.extend(batch.embeddings);
+            ok.extend(batch.ok);
+            failed.extend(batch.failed);
+            Ok(())
+        })?;
+        let embeddings = if rows.is_empty() {
+            None
+        } else {
+            Some(Tensor::cat(&rows, 0)?)
         };
         Ok(PartialEmbeddings { embeddings, ok, failed })
+    }
+
+    /// The image batch API's one loop: embeds `images` in batches of `pipeline.batch_size`, decoding and
+    /// preprocessing up to `pipeline.depth` batches ahead (on all cores) while the model runs, and hands each
+    /// batch's [`PartialEmbeddings`] (indices into `images`) to `on_batch` in input order. An error from
+    /// `on_batch` stops the pipeline and is returned.
+    ///
+    /// Every image must preprocess to the size of the first one that could be read; one that does not is a
+    /// failure of its own row. Results do not depend on `depth`, bit for bit.
+    pub fn embed_image_batches(
+        &self,
+        images: &[ImageInput<'_>],
+        pipeline: ImagePipeline,
+        on_batch: &mut dyn FnMut(PartialEmbeddings) -> Result<()>,
+    ) -> Result<()> {
+        pipeline.validate()?;
+        let batches = images.chunks(pipeline.batch_size).enumerate();
+        let mut size = None;
+        let prepare =
+            |(k, chunk): (usize, &[ImageInput<'_>])| self.prepare_batch(chunk, k * pipeline.batch_size, &mut size);
+        prefetch::run(batches, pipeline.depth, prepare, |prepared| {
+            let embeddings = match prepared.pixels? {
+                Some(pixels) => Some(self.embed_pixels(&pixels.to_device(self.model.device())?)?),
+                None => None,
+            };
+            on_batch(PartialEmbeddings {
+                embeddings,
+                ok: prepared.ok,
+                failed: prepared.failed,
+            })
+        })
+    }
+
+    /// The producer's stage: decodes and preprocesses `chunk` (inputs `start..`) in parallel into CPU pixel values
+    /// of the model's dtype. `size` is the first readable image's, carried across batches.
+    fn prepare_batch(&self, chunk: &[ImageInput<'_>], start: usize, size: &mut Option<(u32, u32)>) -> PreparedBatch {
+        use rayon::prelude::*;
+        let processor = self.processor.image();
+        let decoded: Vec<Result<RgbImage>> = chunk
+            .par_iter()
+            .enumerate()
+            .map(|(i, input)| processor.preprocess_u8_at(input, start + i))
+            .collect();
+        let (mut ok, mut failed, mut images) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, result) in decoded.into_iter().enumerate() {
+            let index = start + i;
+            match result {
+                Ok(img) => {
+                    let (w, h) = (img.width(), img.height());
+                    match *size.get_or_insert((w, h)) {
+                        first if first == (w, h) => {
+                            ok.push(index);
+                            images.push(img);
+                        }
+                        (fw, fh) => failed.push((
+                            index,
+                            Error::bad_input(
+                                "images",
+                                format!(
+                                    "cannot batch images of different sizes: the first is {fw}x{fh}, #{index} is \
+                                     {w}x{h} (enable center cropping or use a fixed height/width size)"
+                                ),
+                            ),
+                        )),
+                    }
+                }
+                Err(e) => failed.push((index, e)),
+            }
+        }
+        let pixels = self.pixel_tensor(&images);
+        PreparedBatch { pixels, ok, failed }
+    }
+
+    /// (N, 3, H, W) `pixel_values` of same-size images on the CPU, in the model's dtype; `None` for no images.
+    fn pixel_tensor(&self, images: &[RgbImage]) -> Result<Option<Tensor>> {
+        use rayon::prelude::*;
+        let Some(first) = images.first() else {
+            return Ok(None);
+        };
+        let (h, w) = (first.height() as usize, first.width() as usize);
+        let processor = self.processor.image();
+        let rows: Vec<Vec<f32>> = images.par_iter().map(|img| processor.pixel_values(img)).collect();
+        let t = Tensor::from_vec(rows.concat(), (images.len(), 3, h, w), &Device::Cpu)?;
+        Ok(Some(t.to_dtype(self.model.dtype())?))
     }
 
     /// L2-normalised image embeddings of already preprocessed `pixel_values`.

@@ -374,3 +374,126 @@ fn logits_are_the_models_and_equal_the_scaled_cosines_bit_for_bit() {
     assert_eq!(bits(&logits), bits(&model));
     assert_eq!(bits(&logits), bits(&before));
 }
+
+/// Bit patterns of a tensor, for exact comparison.
+fn bit_rows(t: &Tensor) -> Vec<Vec<u32>> {
+    t.to_vec2::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(|row| row.into_iter().map(f32::to_bits).collect())
+        .collect()
+}
+
+/// What the image batch API computed before the pipeline: each batch preprocessed, then run, one after the other.
+fn sequential_rows(clip: &AltClip, inputs: &[ImageInput], batch_size: usize) -> Vec<Vec<u32>> {
+    let dev = candle_core::Device::Cpu;
+    let mut rows = Vec::new();
+    for chunk in inputs.chunks(batch_size) {
+        let pixels = clip
+            .processor()
+            .image()
+            .preprocess(chunk, &dev, candle_core::DType::F32)
+            .unwrap();
+        rows.extend(bit_rows(&clip.embed_pixels(&pixels).unwrap()));
+    }
+    rows
+}
+
+#[test]
+fn pipelined_image_embeddings_equal_sequential_bit_for_bit_with_failures_in_order() {
+    let names = ["cat.png", "coffee.png", "astronaut.png"];
+    let paths: Vec<PathBuf> = names
+        .iter()
+        .map(|n| repo_path(&format!("examples/images/{n}")))
+        .collect();
+    let bad = b"not an image".to_vec();
+    let missing = PathBuf::from("/definitely/not/here.png");
+    // Good and failing inputs interleaved over several batches; the last batch fails entirely.
+    let mut inputs: Vec<ImageInput> = Vec::new();
+    for round in 0..3 {
+        inputs.extend(paths.iter().map(|p| ImageInput::Path(p)));
+        inputs.push(if round == 1 {
+            ImageInput::Bytes(&bad)
+        } else {
+            ImageInput::Path(&missing)
+        });
+    }
+    inputs.extend([ImageInput::Bytes(&bad), ImageInput::Path(&missing)]);
+    let good: Vec<usize> = (0..inputs.len()).filter(|i| i % 4 != 3 && *i < 12).collect();
+    let good_inputs: Vec<ImageInput> = good.iter().map(|&i| inputs[i]).collect();
+    for batch_size in [1, 2, 3, 5, 64] {
+        let run = |depth| {
+            clip()
+                .with_image_pipeline(altclip::ImagePipeline { batch_size, depth })
+                .embed_images_partial(&inputs)
+                .unwrap()
+        };
+        let reference = run(0);
+        assert_eq!(reference.ok, good, "batch {batch_size}");
+        let failed: Vec<usize> = reference.failed.iter().map(|(i, _)| *i).collect();
+        assert_eq!(failed, [3, 7, 11, 12, 13]);
+        // Errors name their own input, by path or by index in the whole call.
+        assert!(
+            reference.failed[1].1.to_string().contains("<bytes #7>"),
+            "{}",
+            reference.failed[1].1
+        );
+        assert!(
+            reference.failed[0].1.to_string().contains("here.png"),
+            "{}",
+            reference.failed[0].1
+        );
+        let want = bit_rows(reference.embeddings.as_ref().unwrap());
+        for depth in 1..4 {
+            let got = run(depth);
+            assert_eq!(got.ok, reference.ok, "batch {batch_size}, depth {depth}");
+            let errors = |r: &altclip::pipeline::PartialEmbeddings| -> Vec<(usize, String)> {
+                r.failed.iter().map(|(i, e)| (*i, e.to_string())).collect()
+            };
+            assert_eq!(errors(&got), errors(&reference), "batch {batch_size}, depth {depth}");
+            assert_eq!(
+                bit_rows(got.embeddings.as_ref().unwrap()),
+                want,
+                "batch {batch_size}, depth {depth}"
+            );
+        }
+        // The strict call on the readable inputs: pipelined equals the old unpipelined loop, bit for bit.
+        for depth in 0..3 {
+            let strict = clip()
+                .with_image_pipeline(altclip::ImagePipeline { batch_size, depth })
+                .embed_images(&good_inputs)
+                .unwrap();
+            assert_eq!(bit_rows(&strict), sequential_rows(&clip(), &good_inputs, batch_size));
+        }
+    }
+    // Strict: the first unreadable input (in input order) is the error, whatever the depth.
+    for depth in 0..3 {
+        let clip = clip().with_image_pipeline(altclip::ImagePipeline { batch_size: 2, depth });
+        let err = clip.embed_images(&inputs).err().unwrap();
+        assert!(err.to_string().contains("here.png"), "{err}");
+    }
+    let zero = clip().with_image_pipeline(altclip::ImagePipeline {
+        batch_size: 0,
+        depth: 1,
+    });
+    assert!(invalid(zero.embed_images(&good_inputs)).starts_with("batch_size"));
+    let deep = clip().with_image_pipeline(altclip::ImagePipeline {
+        batch_size: 1,
+        depth: usize::MAX,
+    });
+    assert!(invalid(deep.embed_images(&good_inputs)).starts_with("depth"));
+}
+
+#[test]
+fn export_reports_images_per_second_and_strict_stops_at_the_first_failure() {
+    let cat = repo_path("examples/images/cat.png");
+    let broken = tempfile::NamedTempFile::with_suffix(".png").unwrap();
+    let images = vec![cat.clone(), cat.clone(), broken.path().to_path_buf(), cat];
+    let emb = embed(&images, &[], 1, false).unwrap();
+    assert_eq!(emb.image_paths.len(), 3);
+    assert!(emb.image_seconds > 0.0 && emb.images_per_second().unwrap() > 0.0);
+    let err = embed(&images, &[], 1, true).err().unwrap();
+    assert!(format!("{err:#}").contains(broken.path().to_str().unwrap()), "{err:#}");
+    let texts_only = embed(&[], &["x".into()], 1, false).unwrap();
+    assert_eq!(texts_only.images_per_second(), None);
+}

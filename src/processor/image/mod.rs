@@ -252,7 +252,8 @@ impl ImageProcessor {
         Ok(img)
     }
 
-    fn preprocess_u8_at(&self, input: &ImageInput<'_>, index: usize) -> Result<RgbImage> {
+    /// [`Self::preprocess_u8`], naming the input as [`ImageInput::describe`]`(index)` does in errors.
+    pub(crate) fn preprocess_u8_at(&self, input: &ImageInput<'_>, index: usize) -> Result<RgbImage> {
         let name = input.describe(index);
         let rgb = load_rgb(input, &name, &self.options, self.config.do_convert_rgb)?;
         self.resize_and_crop(rgb, &name)
