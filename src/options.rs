@@ -194,9 +194,16 @@ fn open_device(kind: &str, ordinal: usize) -> Result<Device> {
     } else {
         Device::new_metal(ordinal)
     };
-    opened.map_err(|e| Error::Device {
-        device: format!("{kind}:{ordinal}"),
-        reason: e.to_string(),
+    opened.map_err(|e| {
+        // The cause only: with RUST_BACKTRACE set candle appends a backtrace of its own internals.
+        let cause = match e {
+            candle_core::Error::WithBacktrace { inner, .. } => *inner,
+            e => e,
+        };
+        Error::Device {
+            device: format!("{kind}:{ordinal}"),
+            reason: cause.to_string(),
+        }
     })
 }
 
