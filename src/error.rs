@@ -185,6 +185,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A GPU device cannot be opened: no such GPU, no driver, or the backend not compiled in.
+    #[error("cannot open device {device}: {reason}")]
+    Device {
+        /// The device asked for, e.g. `cuda:1`.
+        device: String,
+        /// The cause, from candle (e.g. the CUDA driver error).
+        reason: String,
+    },
+
     /// An error from the candle tensor library.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -161,6 +161,9 @@ impl LoadOptions {
 }
 
 /// Where to run: parsed from `cpu`, `cuda`, `cuda:N`, `metal`, `metal:N` or `auto` (CUDA, then Metal, then CPU).
+///
+/// `cuda`/`metal` that cannot be opened (no GPU, ordinal past the last one, backend not compiled in) are an
+/// [`Error::Device`]. `auto` tries each backend compiled in and falls back to the CPU, saying why on stderr.
 pub fn parse_device(spec: &str) -> Result<Device> {
     let spec = spec.trim().to_ascii_lowercase();
     let (kind, ordinal) = match spec.split_once(':') {
@@ -175,22 +178,49 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     };
     match kind.as_str() {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(ordinal)?),
-        "metal" => Ok(Device::new_metal(ordinal)?),
-        "auto" | "best" => {
-            if candle_core::utils::cuda_is_available() {
-                Ok(Device::new_cuda(ordinal)?)
-            } else if candle_core::utils::metal_is_available() {
-                Ok(Device::new_metal(ordinal)?)
-            } else {
-                Ok(Device::Cpu)
-            }
-        }
+        "cuda" | "metal" => open_device(&kind, ordinal),
+        "auto" | "best" => Ok(auto_device(ordinal)),
         _ => Err(Error::InvalidArgument {
             argument: "device",
             reason: format!("{spec:?} (expected cpu, cuda, cuda:N, metal, metal:N or auto)"),
         }),
     }
+}
+
+/// Opens GPU `ordinal` of backend `kind` (`cuda` or `metal`), naming the device when it cannot.
+fn open_device(kind: &str, ordinal: usize) -> Result<Device> {
+    let opened = if kind == "cuda" {
+        Device::new_cuda(ordinal)
+    } else {
+        Device::new_metal(ordinal)
+    };
+    opened.map_err(|e| {
+        // The cause only: with RUST_BACKTRACE set candle appends a backtrace of its own internals.
+        let cause = match e {
+            candle_core::Error::WithBacktrace { inner, .. } => *inner,
+            e => e,
+        };
+        Error::Device {
+            device: format!("{kind}:{ordinal}"),
+            reason: cause.to_string(),
+        }
+    })
+}
+
+/// `auto`: the first compiled-in backend whose device opens, else the CPU. `cuda_is_available` only says the
+/// backend was compiled in, so a build with `cuda` on a machine without a GPU must try to open the device.
+fn auto_device(ordinal: usize) -> Device {
+    let compiled = [
+        ("cuda", candle_core::utils::cuda_is_available()),
+        ("metal", candle_core::utils::metal_is_available()),
+    ];
+    for (kind, _) in compiled.into_iter().filter(|&(_, compiled_in)| compiled_in) {
+        match open_device(kind, ordinal) {
+            Ok(device) => return device,
+            Err(e) => eprintln!("altclip: device auto: {e}; using the CPU"),
+        }
+    }
+    Device::Cpu
 }
 
 /// Parses `f32`, `f16` or `bf16` (also `float32`, `float16`, `bfloat16`).
@@ -257,6 +287,13 @@ mod tests {
             parse_device("cuda:x"),
             Err(Error::InvalidArgument { argument: "device", .. })
         ));
+        // No machine has 1000 GPUs; without the backend compiled in the reason says so.
+        for spec in ["cuda:999", "metal:999"] {
+            match parse_device(spec) {
+                Err(Error::Device { device, reason }) => assert!(device == spec && !reason.is_empty(), "{reason}"),
+                other => panic!("{spec}: {other:?}"),
+            }
+        }
         assert_eq!(parse_dtype(" bfloat16 ").unwrap(), DType::BF16);
         assert!(matches!(
             parse_dtype("f8"),
@@ -265,5 +302,20 @@ mod tests {
         assert_eq!(parse_quantization("Q4-K").unwrap(), Some(GgmlDType::Q4K));
         assert_eq!(parse_quantization("none").unwrap(), None);
         assert!(parse_quantization("q3").is_err());
+    }
+
+    #[test]
+    fn auto_and_cuda_without_a_gpu() {
+        // On a GPU-less machine (incl. a `cuda` build run against scripts/cuda's driver stub) `auto` is the CPU and
+        // `cuda` is a typed error naming cuda:0; with a GPU both open it.
+        match parse_device("cuda") {
+            Ok(device) => assert!(device.is_cuda()),
+            Err(Error::Device { device, reason }) => {
+                assert_eq!(device, "cuda:0", "{reason}");
+                assert!(!parse_device("auto").unwrap().is_cuda());
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(parse_device(" Auto ").is_ok());
     }
 }
