@@ -286,15 +286,14 @@ impl AltClip {
 
     /// (N, 3, H, W) `pixel_values` of same-size images on the CPU, in the model's dtype; `None` for no images.
     fn pixel_tensor(&self, images: &[RgbImage]) -> Result<Option<Tensor>> {
-        use rayon::prelude::*;
-        let Some(first) = images.first() else {
+        if images.is_empty() {
             return Ok(None);
-        };
-        let (h, w) = (first.height() as usize, first.width() as usize);
-        let processor = self.processor.image();
-        let rows: Vec<Vec<f32>> = images.par_iter().map(|img| processor.pixel_values(img)).collect();
-        let t = Tensor::from_vec(rows.concat(), (images.len(), 3, h, w), &Device::Cpu)?;
-        Ok(Some(t.to_dtype(self.model.dtype())?))
+        }
+        let pixels = self
+            .processor
+            .image()
+            .pixel_tensor(images, &Device::Cpu, self.model.dtype())?;
+        Ok(Some(pixels))
     }
 
     /// L2-normalised image embeddings of already preprocessed `pixel_values`.

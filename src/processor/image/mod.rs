@@ -298,7 +298,16 @@ impl ImageProcessor {
             return Err(Error::bad_input("images", "no images to preprocess"));
         }
         let images = self.preprocess_u8_batch(inputs)?;
-        let (h, w) = (images[0].height(), images[0].width());
+        self.pixel_tensor(&images, device, dtype)
+    }
+
+    /// `(N, 3, H, W)` `pixel_values` of already preprocessed images (see [`ImageProcessor::pixel_values`]) on
+    /// `device` with `dtype`; all must share one size, and there must be at least one.
+    pub fn pixel_tensor(&self, images: &[RgbImage], device: &Device, dtype: DType) -> Result<Tensor> {
+        let Some(first) = images.first() else {
+            return Err(Error::bad_input("images", "no images to preprocess"));
+        };
+        let (h, w) = (first.height(), first.width());
         if let Some((i, im)) = images
             .iter()
             .enumerate()
