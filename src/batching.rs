@@ -53,13 +53,13 @@ impl TextBatching {
     /// indices, shortest first; groups come shortest first and together cover every index once.
     pub fn plan(&self, lengths: &[usize]) -> Result<Vec<Vec<usize>>> {
         if self.max_texts == 0 || self.max_tokens == 0 {
-            return Err(Error::InvalidArgument {
-                argument: "text_batching",
-                reason: format!(
+            return Err(Error::invalid_argument(
+                "text_batching",
+                format!(
                     "max_texts ({}) and max_tokens ({}) must be at least 1",
                     self.max_texts, self.max_tokens
                 ),
-            });
+            ));
         }
         let mut order: Vec<usize> = (0..lengths.len()).collect();
         // Stable, so equal lengths keep input order.

@@ -214,6 +214,13 @@ impl Error {
         }
     }
 
+    pub(crate) fn invalid_argument(argument: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            argument,
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn bad_input(input: &'static str, reason: impl Into<String>) -> Self {
         Error::BadInput {
             input,

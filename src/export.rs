@@ -124,16 +124,16 @@ pub fn embed_batches(
     on_progress: &mut dyn FnMut(usize),
 ) -> Result<Embeddings> {
     if options.batch_size == 0 {
-        return Err(Error::InvalidArgument {
-            argument: "batch_size",
-            reason: "the batch size must be at least 1".into(),
-        });
+        return Err(Error::invalid_argument(
+            "batch_size",
+            "the batch size must be at least 1",
+        ));
     }
     if images.is_empty() && texts.is_empty() {
-        return Err(Error::InvalidArgument {
-            argument: "inputs",
-            reason: "nothing to embed: give images and/or texts".into(),
-        });
+        return Err(Error::invalid_argument(
+            "inputs",
+            "nothing to embed: give images and/or texts",
+        ));
     }
     let images = image_batches(clip, images, options, on_progress)?;
     let mut text_rows = Vec::new();
@@ -232,10 +232,10 @@ impl std::str::FromStr for Format {
             "json" => Ok(Self::Json),
             "safetensors" => Ok(Self::Safetensors),
             "npy" => Ok(Self::Npy),
-            other => Err(Error::InvalidArgument {
-                argument: "format",
-                reason: format!("{other:?} (expected json, safetensors or npy)"),
-            }),
+            other => Err(Error::invalid_argument(
+                "format",
+                format!("{other:?} (expected json, safetensors or npy)"),
+            )),
         }
     }
 }
@@ -375,10 +375,10 @@ impl Embeddings {
                 write(t, &path.with_extension("texts.npy"))
             }
             (Some(e), None) | (None, Some(e)) => write(e, path),
-            (None, None) => Err(Error::InvalidArgument {
-                argument: "images",
-                reason: "no image could be read: nothing to write".into(),
-            }),
+            (None, None) => Err(Error::invalid_argument(
+                "images",
+                "no image could be read: nothing to write",
+            )),
         }
     }
 

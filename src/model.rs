@@ -144,16 +144,10 @@ impl AltClipModel {
         batching: &TextBatching,
     ) -> Result<Tensor> {
         if let Some(i) = ids.iter().position(|t| t.is_empty()) {
-            return Err(Error::InvalidArgument {
-                argument: "input_ids",
-                reason: format!("text {i} has no tokens"),
-            });
+            return Err(Error::invalid_argument("input_ids", format!("text {i} has no tokens")));
         }
         if ids.is_empty() {
-            return Err(Error::InvalidArgument {
-                argument: "input_ids",
-                reason: "the list is empty".into(),
-            });
+            return Err(Error::invalid_argument("input_ids", "the list is empty"));
         }
         let device = self.device();
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();

@@ -168,9 +168,8 @@ pub fn parse_device(spec: &str) -> Result<Device> {
     let spec = spec.trim().to_ascii_lowercase();
     let (kind, ordinal) = match spec.split_once(':') {
         Some((k, n)) => {
-            let n: usize = n.parse().map_err(|_| Error::InvalidArgument {
-                argument: "device",
-                reason: format!("{spec:?}: the ordinal after ':' must be a number"),
+            let n: usize = n.parse().map_err(|_| {
+                Error::invalid_argument("device", format!("{spec:?}: the ordinal after ':' must be a number"))
             })?;
             (k.to_string(), n)
         }
@@ -180,10 +179,10 @@ pub fn parse_device(spec: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         "cuda" | "metal" => open_device(&kind, ordinal),
         "auto" | "best" => Ok(auto_device(ordinal)),
-        _ => Err(Error::InvalidArgument {
-            argument: "device",
-            reason: format!("{spec:?} (expected cpu, cuda, cuda:N, metal, metal:N or auto)"),
-        }),
+        _ => Err(Error::invalid_argument(
+            "device",
+            format!("{spec:?} (expected cpu, cuda, cuda:N, metal, metal:N or auto)"),
+        )),
     }
 }
 
@@ -229,10 +228,10 @@ pub fn parse_dtype(spec: &str) -> Result<DType> {
         "f32" | "float32" | "float" => Ok(DType::F32),
         "f16" | "float16" | "half" => Ok(DType::F16),
         "bf16" | "bfloat16" => Ok(DType::BF16),
-        other => Err(Error::InvalidArgument {
-            argument: "dtype",
-            reason: format!("{other:?} (expected f32, f16 or bf16)"),
-        }),
+        other => Err(Error::invalid_argument(
+            "dtype",
+            format!("{other:?} (expected f32, f16 or bf16)"),
+        )),
     }
 }
 
@@ -246,10 +245,10 @@ pub fn parse_quantization(spec: &str) -> Result<Option<GgmlDType>> {
         "q5k" | "q5_k" => Ok(Some(GgmlDType::Q5K)),
         "q6k" | "q6_k" => Ok(Some(GgmlDType::Q6K)),
         "q4_0" => Ok(Some(GgmlDType::Q4_0)),
-        other => Err(Error::InvalidArgument {
-            argument: "quantization",
-            reason: format!("{other:?} (expected none, q8_0, q6k, q5k, q4k or q4_0)"),
-        }),
+        other => Err(Error::invalid_argument(
+            "quantization",
+            format!("{other:?} (expected none, q8_0, q6k, q5k, q4k or q4_0)"),
+        )),
     }
 }
 

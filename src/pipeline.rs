@@ -75,10 +75,10 @@ impl AltClip {
         {
             let dir = Path::new(id_or_dir);
             if !dir.is_dir() {
-                return Err(Error::InvalidArgument {
-                    argument: "model",
-                    reason: format!("{id_or_dir:?} is not a directory, and the `hub` feature is disabled"),
-                });
+                return Err(Error::invalid_argument(
+                    "model",
+                    format!("{id_or_dir:?} is not a directory, and the `hub` feature is disabled"),
+                ));
             }
             Self::from_dir(dir, options)
         }
@@ -160,10 +160,7 @@ impl AltClip {
     /// [`AltClip::with_text_batching`]), which equals padding to the longest up to float rounding.
     pub fn embed_texts(&self, texts: &[&str]) -> Result<Tensor> {
         if texts.is_empty() {
-            return Err(Error::InvalidArgument {
-                argument: "texts",
-                reason: "the list is empty".into(),
-            });
+            return Err(Error::invalid_argument("texts", "the list is empty"));
         }
         let tokenizer = self.processor.text();
         let ids = tokenizer.encode_unpadded(texts, tokenizer.max_length())?;
@@ -179,10 +176,7 @@ impl AltClip {
     /// runs this one ([`AltClip::with_image_pipeline`]). The first input that cannot be read is the error.
     pub fn embed_images(&self, images: &[ImageInput<'_>]) -> Result<Tensor> {
         if images.is_empty() {
-            return Err(Error::InvalidArgument {
-                argument: "images",
-                reason: "the list is empty".into(),
-            });
+            return Err(Error::invalid_argument("images", "the list is empty"));
         }
         let mut rows = Vec::new();
         self.embed_image_batches(images, self.image_pipeline, &mut |batch| {

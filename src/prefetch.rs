@@ -33,16 +33,16 @@ impl ImagePipeline {
     /// Rejects a batch size of 0 and a depth over [`Self::MAX_DEPTH`].
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
-            return Err(Error::InvalidArgument {
-                argument: "batch_size",
-                reason: "the batch size must be at least 1".into(),
-            });
+            return Err(Error::invalid_argument(
+                "batch_size",
+                "the batch size must be at least 1",
+            ));
         }
         if self.depth > Self::MAX_DEPTH {
-            return Err(Error::InvalidArgument {
-                argument: "depth",
-                reason: format!("{} batches ahead is over the limit of {}", self.depth, Self::MAX_DEPTH),
-            });
+            return Err(Error::invalid_argument(
+                "depth",
+                format!("{} batches ahead is over the limit of {}", self.depth, Self::MAX_DEPTH),
+            ));
         }
         Ok(())
     }

@@ -57,31 +57,30 @@ pub struct ZeroShotClassifier {
     label_embeds: Tensor,
 }
 
-fn invalid(argument: &'static str, reason: impl Into<String>) -> Error {
-    Error::InvalidArgument {
-        argument,
-        reason: reason.into(),
-    }
-}
-
 /// Checks labels (non-empty list, no blank or duplicate entries) and templates (each contains `{}`).
 fn validate(labels: &[String], templates: &[String]) -> Result<()> {
     if labels.is_empty() {
-        return Err(invalid("labels", "no labels given"));
+        return Err(Error::invalid_argument("labels", "no labels given"));
     }
     for (i, label) in labels.iter().enumerate() {
         if label.trim().is_empty() {
-            return Err(invalid("labels", format!("label #{i} is empty")));
+            return Err(Error::invalid_argument("labels", format!("label #{i} is empty")));
         }
         if labels[..i].contains(label) {
-            return Err(invalid("labels", format!("label {label:?} is given twice")));
+            return Err(Error::invalid_argument(
+                "labels",
+                format!("label {label:?} is given twice"),
+            ));
         }
     }
     if templates.is_empty() {
-        return Err(invalid("templates", "no templates given"));
+        return Err(Error::invalid_argument("templates", "no templates given"));
     }
     if let Some(t) = templates.iter().find(|t| !t.contains("{}")) {
-        return Err(invalid("templates", format!("template {t:?} has no {{}} placeholder")));
+        return Err(Error::invalid_argument(
+            "templates",
+            format!("template {t:?} has no {{}} placeholder"),
+        ));
     }
     Ok(())
 }

@@ -21,10 +21,10 @@ impl SelfAttention {
     pub(crate) fn new(q: Linear, k: Linear, v: Linear, out: Linear, num_heads: usize) -> Result<Self> {
         let hidden = out.out_dim()?;
         if num_heads == 0 || !hidden.is_multiple_of(num_heads) {
-            return Err(Error::InvalidArgument {
-                argument: "num_heads",
-                reason: format!("{num_heads} heads do not divide the hidden size {hidden}"),
-            });
+            return Err(Error::invalid_argument(
+                "num_heads",
+                format!("{num_heads} heads do not divide the hidden size {hidden}"),
+            ));
         }
         let head_dim = hidden / num_heads;
         Ok(Self {

@@ -67,10 +67,10 @@ impl Linear {
             .iter()
             .map(|p| match &p.weight {
                 ProjectionWeight::Dense(t) => Ok(t),
-                ProjectionWeight::Quantized(_) => Err(Error::InvalidArgument {
-                    argument: "parts",
-                    reason: "quantized projections cannot be fused; fuse first, then quantize".into(),
-                }),
+                ProjectionWeight::Quantized(_) => Err(Error::invalid_argument(
+                    "parts",
+                    "quantized projections cannot be fused; fuse first, then quantize",
+                )),
             })
             .collect::<Result<Vec<&Tensor>>>()?;
         let biases: Option<Vec<&Tensor>> = parts.iter().map(|p| p.bias.as_ref().map(Param::tensor)).collect();
