@@ -114,8 +114,8 @@ impl Embeddings {
 
 /// Embeds `images` and `texts` in batches of `options.batch_size`, calling `on_progress` with the number of inputs
 /// each batch finished. Images are decoded on all cores while the model runs the previous batch
-/// ([`AltClip::embed_image_batches`]). An image that cannot be read is skipped and listed in [`Embeddings::skipped`], or (strict)
-/// is the error returned.
+/// ([`AltClip::embed_image_batches`]). An image that cannot be read is skipped and listed in
+/// [`Embeddings::skipped`], or (strict) is the error returned.
 pub fn embed_batches(
     clip: &AltClip,
     images: &[PathBuf],
@@ -123,19 +123,19 @@ pub fn embed_batches(
     options: &BatchOptions,
     on_progress: &mut dyn FnMut(usize),
 ) -> Result<Embeddings> {
-    if options.batch_size == 0 {
-        return Err(Error::invalid_argument(
-            "batch_size",
-            "the batch size must be at least 1",
-        ));
-    }
+    // One check of the batch size for images and texts alike (`chunks(0)` would panic on the texts).
+    let pipeline = ImagePipeline {
+        batch_size: options.batch_size,
+        depth: clip.image_pipeline().depth,
+    };
+    pipeline.validate()?;
     if images.is_empty() && texts.is_empty() {
         return Err(Error::invalid_argument(
             "inputs",
             "nothing to embed: give images and/or texts",
         ));
     }
-    let images = image_batches(clip, images, options, on_progress)?;
+    let images = image_batches(clip, images, pipeline, options.strict, on_progress)?;
     let mut text_rows = Vec::new();
     for chunk in texts.chunks(options.batch_size) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -168,25 +168,22 @@ struct ImageBatches {
     seconds: f64,
 }
 
-/// The images through [`AltClip::embed_image_batches`], in batches of `options.batch_size`, decoding ahead of the
-/// model as far as [`AltClip::image_pipeline`]'s depth says.
+/// The images through [`AltClip::embed_image_batches`] with `pipeline`; `strict` makes the first unreadable
+/// image the error.
 fn image_batches(
     clip: &AltClip,
     images: &[PathBuf],
-    options: &BatchOptions,
+    pipeline: ImagePipeline,
+    strict: bool,
     on_progress: &mut dyn FnMut(usize),
 ) -> Result<ImageBatches> {
     let (mut paths, mut rows, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     let inputs: Vec<ImageInput> = images.iter().map(|p| ImageInput::Path(p)).collect();
-    let pipeline = ImagePipeline {
-        batch_size: options.batch_size,
-        depth: clip.image_pipeline().depth,
-    };
     let started = Instant::now();
     clip.embed_image_batches(&inputs, pipeline, &mut |batch| {
         let done = batch.ok.len() + batch.failed.len();
         for (i, err) in batch.failed {
-            if options.strict {
+            if strict {
                 return Err(err);
             }
             skipped.push((images[i].clone(), err));
