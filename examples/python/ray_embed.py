@@ -79,10 +79,25 @@ def build_dataset(paths: list[str], embed: EmbedConfig, job: JobConfig):
     )
 
 
+def check_cpus(job: JobConfig, cluster_cpus: float) -> None:
+    """Refuses a pool whose actors would hold every CPU of the cluster: Ray Data would then wait forever for a CPU
+    to read and write files on. (An autoscaling cluster is judged by the CPUs it has now.)"""
+    held = job.num_workers * job.num_cpus_per_worker
+    if held > cluster_cpus - 1:
+        raise ValueError(
+            f"{job.num_workers} worker(s) x {job.num_cpus_per_worker} CPU hold {held:g} of the cluster's "
+            f"{cluster_cpus:g} CPUs, leaving less than one to read and write files: lower --num-cpus-per-worker "
+            "or --num-workers"
+        )
+
+
 def embed_to_parquet(paths: list[str], output: str, embed: EmbedConfig, job: JobConfig) -> Summary:
     """Embeds `paths` (image files; see `embed_job.collect_images`) into Parquet files under `output`, on the Ray
     cluster this process is connected to (`ray.init` first)."""
+    import ray
+
     embed_job.check_output_dir(output)
+    check_cpus(job, ray.cluster_resources().get("CPU", 0))
     start = time.perf_counter()
     build_dataset(paths, embed, job).write_parquet(output)
     summary = Summary.of(output, time.perf_counter() - start)

@@ -81,6 +81,13 @@ def test_main_prints_the_summary(cluster, images, tmp_path, capsys):
         ray_embed.main(argv)
 
 
+def test_refuses_actors_that_hold_every_cpu(cluster, images, tmp_path):
+    # Two 1-CPU actors on two CPUs leave none for the read tasks: Ray Data would wait forever.
+    job = ray_embed.JobConfig(num_workers=2, num_cpus_per_worker=1)
+    with pytest.raises(ValueError, match="hold 2 of the cluster's 2 CPUs"):
+        ray_embed.embed_to_parquet(collect_images([images]), str(tmp_path / "out"), embed_config(8), job)
+
+
 def actor_pids() -> dict[int, str]:
     """pid → process title of this machine's Ray Data actors running EmbedBatch."""
     found = {}
