@@ -62,12 +62,18 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[str]:
 
 def output_schema(dim: int, model: str) -> pa.Schema:
     """The schema of the `embed --format parquet` output, with its `model` and `dim` metadata."""
+    # Nullability as the Rust writer's (src/export/parquet.rs): `path` and the list items never null.
     fields = [
-        pa.field("path", pa.string()),
-        pa.field("embedding", pa.list_(pa.float32(), dim)),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("embedding", embedding_type(dim)),
         pa.field("error", pa.string()),
     ]
     return pa.schema(fields, metadata={"model": model, "dim": str(dim)})
+
+
+def embedding_type(dim: int) -> pa.DataType:
+    """fixed_size_list<item: float32 not null, dim>."""
+    return pa.list_(pa.field("item", pa.float32(), nullable=False), dim)
 
 
 def rows_table(paths: Sequence[str], embeddings: np.ndarray, errors: Sequence[str | None], model: str) -> pa.Table:
@@ -78,7 +84,7 @@ def rows_table(paths: Sequence[str], embeddings: np.ndarray, errors: Sequence[st
         raise ValueError(f"{len(paths)} paths, {n} embeddings and {len(errors)} errors: one each per input")
     failed = np.array([e is not None for e in errors], dtype=bool)
     values = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1), type=pa.float32())
-    embedding = pa.FixedSizeListArray.from_arrays(values, dim, mask=pa.array(failed))
+    embedding = pa.FixedSizeListArray.from_arrays(values, type=embedding_type(dim), mask=pa.array(failed))
     schema = output_schema(dim, model)
     return pa.Table.from_arrays([pa.array(paths, pa.string()), embedding, pa.array(errors, pa.string())], schema=schema)
 

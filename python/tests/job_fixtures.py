@@ -66,8 +66,10 @@ def _png_bytes() -> bytes:
 
 
 def embed_bin() -> Path:
-    """The Rust `embed` example binary (env ALTCLIP_EMBED_BIN), or a failure that says how to build it."""
-    path = Path(os.environ.get("ALTCLIP_EMBED_BIN", REPO / "target" / "debug" / "examples" / "embed"))
+    """The Rust `embed` example binary: ALTCLIP_EMBED_BIN, else the dev build under CARGO_TARGET_DIR (default
+    <repo>/target); a failure that says how to build it when missing."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    path = Path(os.environ.get("ALTCLIP_EMBED_BIN", target / "debug" / "examples" / "embed"))
     if not path.is_file():
         raise AssertionError(
             f"{path}: the embed binary is missing; build it with `cargo build --example embed --features parquet` "
@@ -94,12 +96,17 @@ def read_rows(output_dir: Path) -> pa.Table:
 
 
 def assert_schema(table: pa.Table, dim: int) -> None:
-    """The `embed --format parquet` schema: path utf8, embedding fixed_size_list<float32, dim>, error utf8."""
+    """The `embed --format parquet` schema: path utf8 not null, embedding fixed_size_list<float32 not null, dim>,
+    error utf8. (The list's item name is left alone: Parquet readers may rename it.)"""
     schema = table.schema
     assert schema.names == ["path", "embedding", "error"], schema
-    assert schema.field("path").type == pa.string() and schema.field("error").type == pa.string(), schema
+    assert [(f.type, f.nullable) for f in (schema.field("path"), schema.field("error"))] == [
+        (pa.string(), False),
+        (pa.string(), True),
+    ], schema
     emb = schema.field("embedding").type
-    assert pa.types.is_fixed_size_list(emb) and emb.list_size == dim and emb.value_type == pa.float32(), emb
+    assert pa.types.is_fixed_size_list(emb) and emb.list_size == dim, emb
+    assert (emb.value_type, emb.value_field.nullable) == (pa.float32(), False), emb
 
 
 def assert_same_rows(got: pa.Table, want: pa.Table, expected_paths: list[str]) -> None:
