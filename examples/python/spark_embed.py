@@ -16,8 +16,6 @@ import os
 import sys
 import time
 import uuid
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,9 +38,12 @@ def embedder(config: EmbedConfig):
 
 
 def local_path(uri: str) -> str:
-    """Spark's `file:/a%20b/c.png` as the path `/a b/c.png`; other schemes stay URIs."""
-    parsed = urlparse(uri)
-    return unquote(parsed.path) if parsed.scheme in ("file", "") else uri
+    """Spark's `file:/a b/c.png` (Hadoop's form: not percent-encoded) as the path `/a b/c.png`; other schemes stay
+    URIs."""
+    for prefix in ("file://", "file:"):
+        if uri.startswith(prefix):
+            return uri[len(prefix) :]
+    return uri
 
 
 def embed_partition(batches, config: EmbedConfig, output: str):
@@ -100,15 +101,20 @@ def embed_to_parquet(spark, paths: list[str], output: str, config: EmbedConfig) 
     return summary
 
 
+def hadoop_literal(path: str) -> str:
+    """`path` with Hadoop's glob characters escaped, so `a[1].png` names that file rather than a pattern."""
+    return "".join("\\" + c if c in "\\*?[]{}" else c for c in path)
+
+
 def images(spark, paths: list[str]):
     """A DataFrame of (`path` URI, `content`) for `paths`. Spark's file sources leave out empty files, so those
     are added as rows of their own: the Embedder reports them like any other unreadable image."""
     absolute = [os.path.abspath(p) for p in paths]
     empty = [p for p in absolute if os.path.isfile(p) and os.path.getsize(p) == 0]
-    files = spark.read.format("binaryFile").load(absolute).select("path", "content")
+    files = spark.read.format("binaryFile").load([hadoop_literal(p) for p in absolute]).select("path", "content")
     if not empty:
         return files
-    rows = [(Path(p).as_uri(), bytearray()) for p in empty]
+    rows = [(f"file:{p}", bytearray()) for p in empty]
     return files.unionByName(spark.createDataFrame(rows, "path string, content binary"))
 
 

@@ -20,20 +20,17 @@ EXAMPLES = REPO / "examples" / "python"
 MODEL_DIR = REPO / "tests" / "fixtures" / "tiny_full"
 GENERATED = 150
 # Files with image names that no decoder can read: each must come back as one error row.
-CORRUPT = {
-    "corrupt_truncated.png": None,  # filled from a real PNG below
-    "corrupt_random.jpg": bytes(np.random.default_rng(7).integers(0, 256, 3000, dtype=np.uint8)),
-    "corrupt_empty.webp": b"",
-    "corrupt_text.gif": b"this is not an image\n",
-}
+CORRUPT = ("corrupt_truncated.png", "corrupt_random.jpg", "corrupt_empty.webp", "corrupt_text.gif")
+# A name with glob characters and a percent escape: kept literally, not matched or decoded.
+ODD_NAME = "odd [1] {x} %41 *.png"
 
 sys.path.insert(0, str(EXAMPLES))
 
 
 def make_image_dir(root: Path) -> Path:
     """Writes the test images under `root/images`: the bundled photos, the decoder fixtures, GENERATED PIL images
-    (PNG, JPEG, BMP and WebP, some with upper-case extensions, some in a subdirectory), the CORRUPT files, and a
-    text file the walk must skip."""
+    (PNG, JPEG, BMP and WebP, some with upper-case extensions, some in a subdirectory), one under ODD_NAME, the
+    CORRUPT files, and a text file the walk must skip."""
     from PIL import Image
 
     out = root / "images"
@@ -50,19 +47,19 @@ def make_image_dir(root: Path) -> Path:
         ext, fmt = formats[i % len(formats)]
         sub = out / "generated" / ("nested" if i % 5 == 0 else "")
         Image.fromarray(pixels).save(sub / f"gen_{i:03d}.{ext}", format=fmt)
-    png = _png_bytes()
-    for name, data in CORRUPT.items():
-        (out / name).write_bytes(png[: len(png) // 2] if data is None else data)
+    png = io.BytesIO()
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(png, format="PNG")
+    (out / ODD_NAME).write_bytes(png.getvalue())
+    corrupt = [
+        png.getvalue()[: len(png.getvalue()) // 2],
+        np.random.default_rng(7).bytes(3000),
+        b"",
+        b"this is not an image\n",
+    ]
+    for name, data in zip(CORRUPT, corrupt, strict=True):
+        (out / name).write_bytes(data)
     (out / "notes.txt").write_text("not an image: the walk skips it\n")
     return out
-
-
-def _png_bytes() -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def embed_bin() -> Path:
@@ -135,4 +132,10 @@ def assert_same_rows(got: pa.Table, want: pa.Table, expected_paths: list[str]) -
 
 def _rows_by_path(table: pa.Table) -> dict[str, tuple[list[float] | None, str | None]]:
     cols = [table.column(c).to_pylist() for c in ("path", "embedding", "error")]
-    return {p: (e, err) for p, e, err in zip(*cols)}
+    return {p: (e, err) for p, e, err in zip(*cols, strict=True)}
+
+
+def error_names(table: pa.Table) -> list[str]:
+    """The file names of the error rows, sorted."""
+    rows = zip(table.column("path").to_pylist(), table.column("error").to_pylist(), strict=True)
+    return sorted(os.path.basename(p) for p, err in rows if err is not None)
