@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset
 
-# Mirrors `altclip::export::IMAGE_EXTENSIONS` (src/export.rs), matched case-insensitively.
+# Mirrors `altclip::export::IMAGE_EXTENSIONS`, matched case-insensitively.
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
 
 
@@ -62,7 +62,7 @@ def collect_images(inputs: Iterable[str | os.PathLike]) -> list[str]:
 
 def output_schema(dim: int, model: str) -> pa.Schema:
     """The schema of the `embed --format parquet` output, with its `model` and `dim` metadata."""
-    # Nullability as the Rust writer's (src/export/parquet.rs): `path` and the list items never null.
+    # Nullability as in the Rust Parquet writer (`altclip::export`): `path` and the list items are never null.
     fields = [
         pa.field("path", pa.string(), nullable=False),
         pa.field("embedding", embedding_type(dim)),
