@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -111,8 +112,11 @@ class EmbedConfig:
     revision: str | None = None
     quantize: str | None = None
 
-    def load(self):
-        """A new Embedder; each worker process calls this once."""
+    def load(self, threads: float):
+        """A new Embedder; each worker process calls this once, before anything else in it starts rayon. Its CPU
+        threads are the CPUs the engine gave the worker (`RAYON_NUM_THREADS`, at least 1, unless already set):
+        rayon would otherwise start one per core in every worker on the node."""
+        os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, math.ceil(threads))))
         import altclip
 
         return altclip.Embedder(

@@ -30,8 +30,8 @@ class EmbedBatch:
     """The `map_batches` callable: loads one Embedder when its actor starts, then turns each Arrow batch of
     `read_binary_files` rows (`bytes`, `path`) into output rows."""
 
-    def __init__(self, config: EmbedConfig):
-        self.embedder = config.load()
+    def __init__(self, config: EmbedConfig, threads: float):
+        self.embedder = config.load(threads)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         paths = batch.column("path").to_pylist()
@@ -68,7 +68,7 @@ def build_dataset(paths: list[str], embed: EmbedConfig, job: JobConfig):
     # leaving Ray Data's defaults of -1 / -1).
     return ds.map_batches(
         EmbedBatch,
-        fn_constructor_kwargs={"config": embed},
+        fn_constructor_kwargs={"config": embed, "threads": job.num_cpus_per_worker},
         batch_format="pyarrow",
         batch_size=embed.batch_size,
         compute=ray.data.ActorPoolStrategy(size=job.num_workers),

@@ -31,9 +31,12 @@ _WRITTEN = pa.schema([("file", pa.string()), ("rows", pa.int64())])
 
 
 def embedder(config: EmbedConfig):
-    """This process's Embedder for `config`, loaded on first use."""
+    """This process's Embedder for `config`, loaded on first use with as many threads as a task has CPUs
+    (`spark.task.cpus`)."""
+    from pyspark import TaskContext
+
     if config not in _EMBEDDERS:
-        _EMBEDDERS[config] = config.load()
+        _EMBEDDERS[config] = config.load(TaskContext.get().cpus())
     return _EMBEDDERS[config]
 
 
