@@ -8,6 +8,11 @@
 //! `{"model": "...", "dim": D, "images": [{"path": "...", "embedding": [...]}], "texts": [{"text": "...",
 //! "embedding": [...]}], "logits_per_image": [[...]]}`, with `logits_per_image` only when there are both images
 //! and texts. It is written row by row, never built as a JSON tree, so its memory is that of the embeddings.
+//!
+//! The Parquet files (feature `parquet`, `write_parquet`) have one row per input, in input order, failures
+//! included: `path: utf8 not null` (images) or `text: utf8 not null` (texts); `embedding: fixed_size_list<float32,
+//! D>` (null for an input that failed); `error: utf8` (the error's message, null when embedded). File key-value
+//! metadata (also on the Arrow schema): `model` ([`AltClip::name`]) and `dim` (D, decimal).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;

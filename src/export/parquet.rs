@@ -1,9 +1,6 @@
 //! Parquet output (the `parquet` feature): one row per input, in input order, written while the model runs and
-//! flushed in row groups, so memory is bounded by a row group whatever the number of inputs.
-//!
-//! Schema: `path: utf8 not null` (images) or `text: utf8 not null` (texts); `embedding: fixed_size_list<float32,
-//! D>` (null for an input that failed); `error: utf8` (the error's message, null when embedded). File key-value
-//! metadata (also on the Arrow schema): `model` ([`AltClip::name`]) and `dim` (D, decimal).
+//! flushed in row groups, so memory is bounded by a row group whatever the number of inputs. The schema is in the
+//! [`export`](super) docs.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -74,7 +71,7 @@ pub struct Row<'a> {
     pub embedding: std::result::Result<&'a [f32], String>,
 }
 
-/// The Arrow schema of a file of `kind` with embeddings of `dim` values from `model` (see the [module docs](self)).
+/// The Arrow schema of a file of `kind` with embeddings of `dim` values from `model` (see the [`export`](super) docs).
 pub fn arrow_schema(kind: InputKind, model: &str, dim: usize) -> Result<SchemaRef> {
     let size = i32::try_from(dim)
         .map_err(|_| Error::invalid_argument("dim", format!("{dim} is too wide for an Arrow fixed_size_list")))?;
