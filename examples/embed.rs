@@ -242,6 +242,7 @@ mod tests {
         assert!(error(&["--text", "x", "--batch-size", "0"]).contains("batch-size"));
         assert!(error(&["--text", "x", "--device", "tpu"]).contains("device"));
         assert!(error(&["--text", "x", "--format", "csv"]).contains("json, safetensors, npy or parquet"));
+        #[cfg(feature = "parquet")]
         assert!(error(&["--text", "x", "--format", "parquet"]).contains("--output"));
         for bad in ["3/3", "a/b", "1"] {
             assert!(

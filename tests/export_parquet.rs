@@ -15,6 +15,7 @@ use altclip::{AltClip, Error, ImagePipeline};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
 use arrow_array::Array;
+use common::invalid;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 fn repo_path(rel: &str) -> PathBuf {
@@ -240,40 +241,23 @@ fn strict_stops_at_the_first_failure_and_leaves_no_file() {
         batch_size: 3,
         strict: true,
     };
-    let err = export::write_parquet(
-        &clip(3),
-        &images,
-        &[],
-        &strict,
-        &ParquetOptions::default(),
-        &out,
-        &mut |_| {},
-    )
-    .err()
-    .unwrap();
+    let write = |images: &[PathBuf]| {
+        export::write_parquet(
+            &clip(3),
+            images,
+            &[],
+            &strict,
+            &ParquetOptions::default(),
+            &out,
+            &mut |_| {},
+        )
+    };
+    let err = write(&images).err().unwrap();
     assert!(err.to_string().contains("broken.png"), "{err}");
     assert!(!out.exists());
     // Strict on readable images writes them all.
-    let good = [images[0].clone(), images[2].clone()];
-    export::write_parquet(
-        &clip(3),
-        &good,
-        &[],
-        &strict,
-        &ParquetOptions::default(),
-        &out,
-        &mut |_| {},
-    )
-    .unwrap();
+    write(&[images[0].clone(), images[2].clone()]).unwrap();
     assert_eq!(read(&out).errors, [None, None]);
-}
-
-/// `argument: reason` of an `Error::InvalidArgument`.
-fn invalid<T: std::fmt::Debug>(r: altclip::Result<T>) -> String {
-    match r {
-        Err(Error::InvalidArgument { argument, reason }) => format!("{argument}: {reason}"),
-        other => panic!("{other:?}"),
-    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use altclip::export::{self, BatchOptions, Embeddings, Format};
 use altclip::processor::image::ImageInput;
 use altclip::{AltClip, Error, ZeroShotClassifier};
 use candle_core::Tensor;
-use common::fixture;
+use common::{fixture, invalid};
 use serde_json::Value;
 
 fn repo_path(rel: &str) -> PathBuf {
@@ -202,14 +202,6 @@ fn export_writes_safetensors_and_npy() {
     );
     assert_eq!(Format::Npy.output_files(&npy, false, true), std::slice::from_ref(&npy));
     assert_eq!(Format::Json.output_files(&npy, true, true), [npy]);
-}
-
-/// `argument: reason` of an `Error::InvalidArgument`.
-fn invalid<T: std::fmt::Debug>(r: altclip::Result<T>) -> String {
-    match r {
-        Err(Error::InvalidArgument { argument, reason }) => format!("{argument}: {reason}"),
-        other => panic!("{other:?}"),
-    }
 }
 
 #[test]
