@@ -194,6 +194,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A Parquet file could not be written (the `parquet` feature's `export::ParquetWriter`).
+    #[cfg(feature = "parquet")]
+    #[error("cannot write Parquet file {path}: {source}")]
+    Parquet {
+        /// The file being written.
+        path: PathBuf,
+        /// The writer's error (I/O errors included).
+        #[source]
+        source: ::parquet::errors::ParquetError,
+    },
+
     /// An error from the candle tensor library.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -11,7 +11,7 @@ use altclip::export::{self, BatchOptions, Embeddings, Format};
 use altclip::processor::image::ImageInput;
 use altclip::{AltClip, Error, ZeroShotClassifier};
 use candle_core::Tensor;
-use common::fixture;
+use common::{fixture, invalid};
 use serde_json::Value;
 
 fn repo_path(rel: &str) -> PathBuf {
@@ -187,14 +187,21 @@ fn export_writes_safetensors_and_npy() {
     embed(&cat, &[], 16, false).unwrap().save(Format::Npy, &npy).unwrap();
     let back = Tensor::read_npy(&npy).unwrap();
     assert_eq!(common::max_abs_diff(&back, &t["image_embeds"]), 0.0);
-}
-
-/// `argument: reason` of an `Error::InvalidArgument`.
-fn invalid<T: std::fmt::Debug>(r: altclip::Result<T>) -> String {
-    match r {
-        Err(Error::InvalidArgument { argument, reason }) => format!("{argument}: {reason}"),
-        other => panic!("{other:?}"),
-    }
+    // With both kinds, npy writes the two files `Format::output_files` names.
+    let both = embed(&cat, &["猫".into()], 16, false).unwrap();
+    both.save(Format::Npy, &npy).unwrap();
+    let files = Format::Npy.output_files(&npy, true, true);
+    assert_eq!(files, [dir.path().join("e.images.npy"), dir.path().join("e.texts.npy")]);
+    assert_eq!(
+        common::max_abs_diff(&Tensor::read_npy(&files[0]).unwrap(), &t["image_embeds"]),
+        0.0
+    );
+    assert_eq!(
+        common::max_abs_diff(&Tensor::read_npy(&files[1]).unwrap(), &t["text_embeds"]),
+        0.0
+    );
+    assert_eq!(Format::Npy.output_files(&npy, false, true), std::slice::from_ref(&npy));
+    assert_eq!(Format::Json.output_files(&npy, true, true), [npy]);
 }
 
 #[test]
@@ -218,6 +225,9 @@ fn export_bad_inputs_are_typed_errors() {
         "csv".parse::<Format>(),
         Err(Error::InvalidArgument { argument: "format", .. })
     ));
+    // Without the `parquet` feature the format is refused with how to get it.
+    #[cfg(not(feature = "parquet"))]
+    assert!(invalid("parquet".parse::<Format>()).contains("--features parquet"));
     // Nothing embedded: every image was unreadable.
     let broken = tempfile::NamedTempFile::with_suffix(".png").unwrap();
     let nothing = embed(&[broken.path().to_path_buf()], &[], 16, false).unwrap();

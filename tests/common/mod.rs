@@ -90,3 +90,11 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
         "{what}: reference is all ~zero"
     );
 }
+
+/// `argument: reason` of an `Error::InvalidArgument`; anything else fails the test.
+pub fn invalid<T: std::fmt::Debug>(r: altclip::Result<T>) -> String {
+    match r {
+        Err(altclip::Error::InvalidArgument { argument, reason }) => format!("{argument}: {reason}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,11 +1,18 @@
 //! Embedding many inputs in batches and writing them out — the `embed` tool's work, owned here so that every front
-//! end (the example, a service, a binding) walks directories and writes the same bytes: a streamed JSON document,
-//! safetensors with metadata, or `.npy`. Reached from the examples and user code; uses [`AltClip`].
+//! end (the example, a service, the Python binding) walks directories, shards and writes the same bytes: a streamed
+//! JSON document, safetensors with metadata, `.npy`, or (feature `parquet`) Parquet streamed row group by row group
+//! (`parquet.rs`); `shard.rs` splits an input list between jobs. Reached from the examples, the binding and user
+//! code; uses [`AltClip`].
 //!
 //! The JSON document (a stable interface, keys in this order):
 //! `{"model": "...", "dim": D, "images": [{"path": "...", "embedding": [...]}], "texts": [{"text": "...",
 //! "embedding": [...]}], "logits_per_image": [[...]]}`, with `logits_per_image` only when there are both images
 //! and texts. It is written row by row, never built as a JSON tree, so its memory is that of the embeddings.
+//!
+//! The Parquet files (feature `parquet`, `write_parquet`) have one row per input, in input order, failures
+//! included: `path: utf8 not null` (images) or `text: utf8 not null` (texts); `embedding: fixed_size_list<float32,
+//! D>` (null for an input that failed); `error: utf8` (the error's message, null when embedded). File key-value
+//! metadata (also on the Arrow schema): `model` ([`AltClip::name`]) and `dim` (D, decimal).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -18,6 +25,16 @@ use crate::error::{Error, Result};
 use crate::pipeline::AltClip;
 use crate::prefetch::ImagePipeline;
 use crate::processor::image::ImageInput;
+
+#[cfg(feature = "parquet")]
+mod parquet;
+mod shard;
+
+#[cfg(feature = "parquet")]
+pub use self::parquet::{
+    arrow_schema, write_parquet, InputKind, ParquetOptions, ParquetSummary, ParquetWriter, Row, DEFAULT_ROW_GROUP_SIZE,
+};
+pub use shard::Shard;
 
 /// File extensions (lower case) [`collect_images`] takes from a directory.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
@@ -107,9 +124,50 @@ pub struct Embeddings {
 impl Embeddings {
     /// Images (embedded or skipped) per second of [`Embeddings::image_seconds`]; `None` without images.
     pub fn images_per_second(&self) -> Option<f64> {
-        let n = self.image_paths.len() + self.skipped.len();
-        (n > 0 && self.image_seconds > 0.0).then(|| n as f64 / self.image_seconds)
+        per_second(self.image_paths.len() + self.skipped.len(), self.image_seconds)
     }
+}
+
+/// `n / seconds`; `None` for no inputs (or no time).
+fn per_second(n: usize, seconds: f64) -> Option<f64> {
+    (n > 0 && seconds > 0.0).then(|| n as f64 / seconds)
+}
+
+/// The image pipeline of `options` for `clip`, after the checks every batch entry point makes: a usable batch size
+/// (one check for images and texts alike: `chunks(0)` would panic on the texts) and something to embed.
+fn checked_pipeline(
+    clip: &AltClip,
+    images: &[PathBuf],
+    texts: &[String],
+    options: &BatchOptions,
+) -> Result<ImagePipeline> {
+    let pipeline = ImagePipeline {
+        batch_size: options.batch_size,
+        depth: clip.image_pipeline().depth,
+    };
+    pipeline.validate()?;
+    if images.is_empty() && texts.is_empty() {
+        return Err(Error::invalid_argument(
+            "inputs",
+            "nothing to embed: give images and/or texts",
+        ));
+    }
+    Ok(pipeline)
+}
+
+/// Embeds `texts` in chunks of `batch_size` ([`AltClip::embed_texts`]), handing each chunk and its (chunk, dim)
+/// embeddings to `on_batch`.
+fn text_batches(
+    clip: &AltClip,
+    texts: &[String],
+    batch_size: usize,
+    on_batch: &mut dyn FnMut(&[String], Tensor) -> Result<()>,
+) -> Result<()> {
+    for chunk in texts.chunks(batch_size) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        on_batch(chunk, clip.embed_texts(&refs)?)?;
+    }
+    Ok(())
 }
 
 /// Embeds `images` and `texts` in batches of `options.batch_size`, calling `on_progress` with the number of inputs
@@ -123,25 +181,14 @@ pub fn embed_batches(
     options: &BatchOptions,
     on_progress: &mut dyn FnMut(usize),
 ) -> Result<Embeddings> {
-    // One check of the batch size for images and texts alike (`chunks(0)` would panic on the texts).
-    let pipeline = ImagePipeline {
-        batch_size: options.batch_size,
-        depth: clip.image_pipeline().depth,
-    };
-    pipeline.validate()?;
-    if images.is_empty() && texts.is_empty() {
-        return Err(Error::invalid_argument(
-            "inputs",
-            "nothing to embed: give images and/or texts",
-        ));
-    }
+    let pipeline = checked_pipeline(clip, images, texts, options)?;
     let images = image_batches(clip, images, pipeline, options.strict, on_progress)?;
     let mut text_rows = Vec::new();
-    for chunk in texts.chunks(options.batch_size) {
-        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        text_rows.push(clip.embed_texts(&refs)?);
+    text_batches(clip, texts, options.batch_size, &mut |chunk, embeds| {
+        text_rows.push(embeds);
         on_progress(chunk.len());
-    }
+        Ok(())
+    })?;
     let text_embeds = concat(&text_rows)?;
     let logits_per_image = match (&images.embeds, &text_embeds) {
         (Some(i), Some(t)) => Some(clip.logits(i, t)?),
@@ -209,7 +256,7 @@ fn concat(rows: &[Tensor]) -> Result<Option<Tensor>> {
     })
 }
 
-/// The output formats of [`Embeddings::save`].
+/// The output formats: [`Embeddings::save`] writes the first three, `write_parquet` (feature `parquet`) Parquet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// The JSON document of the [module docs](self).
@@ -218,22 +265,62 @@ pub enum Format {
     Safetensors,
     /// NumPy `.npy`: one matrix, or `<stem>.images.npy` and `<stem>.texts.npy` when there are both.
     Npy,
+    /// Parquet, one row per input (errors included), streamed while embedding by [`write_parquet`] (not
+    /// [`Embeddings::save`], which has only the embedded rows); feature `parquet`.
+    #[cfg(feature = "parquet")]
+    Parquet,
 }
 
 impl std::str::FromStr for Format {
     type Err = Error;
 
-    /// `json`, `safetensors` or `npy`.
+    /// `json`, `safetensors`, `npy` or (feature `parquet`) `parquet`; `parquet` without the feature is an error
+    /// that says so.
     fn from_str(s: &str) -> Result<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "json" => Ok(Self::Json),
             "safetensors" => Ok(Self::Safetensors),
             "npy" => Ok(Self::Npy),
+            #[cfg(feature = "parquet")]
+            "parquet" => Ok(Self::Parquet),
+            #[cfg(not(feature = "parquet"))]
+            "parquet" => Err(Error::invalid_argument(
+                "format",
+                "parquet output is not compiled in: build altclip with `--features parquet`",
+            )),
             other => Err(Error::invalid_argument(
                 "format",
-                format!("{other:?} (expected json, safetensors or npy)"),
+                format!("{other:?} (expected json, safetensors, npy or parquet)"),
             )),
         }
+    }
+}
+
+impl Format {
+    /// The files that writing this format to `path` creates, for inputs with images and/or texts: `path`, or for
+    /// npy and parquet with both `<stem>.images.<ext>` and `<stem>.texts.<ext>` beside it, images first (npy:
+    /// `path` alone for the texts when no image could be read).
+    pub fn output_files(self, path: &Path, has_images: bool, has_texts: bool) -> Vec<PathBuf> {
+        let ext = match self {
+            Format::Json | Format::Safetensors => return vec![path.to_path_buf()],
+            Format::Npy => "npy",
+            #[cfg(feature = "parquet")]
+            Format::Parquet => "parquet",
+        };
+        let (images, texts) = kind_paths(path, ext, has_images, has_texts);
+        images.into_iter().chain(texts).collect()
+    }
+}
+
+/// Where images and texts go (`None`: that kind is absent): `path` for one kind; for both,
+/// `<stem>.images.<ext>` and `<stem>.texts.<ext>` beside it.
+fn kind_paths(path: &Path, ext: &str, has_images: bool, has_texts: bool) -> (Option<PathBuf>, Option<PathBuf>) {
+    match (has_images, has_texts) {
+        (true, true) => (
+            Some(path.with_extension(format!("images.{ext}"))),
+            Some(path.with_extension(format!("texts.{ext}"))),
+        ),
+        (images, texts) => (images.then(|| path.to_path_buf()), texts.then(|| path.to_path_buf())),
     }
 }
 
@@ -366,17 +453,20 @@ impl Embeddings {
                 other => other.into(),
             })
         };
-        match (&self.image_embeds, &self.text_embeds) {
-            (Some(i), Some(t)) => {
-                write(i, &path.with_extension("images.npy"))?;
-                write(t, &path.with_extension("texts.npy"))
-            }
-            (Some(e), None) | (None, Some(e)) => write(e, path),
-            (None, None) => Err(Error::invalid_argument(
+        let (images, texts) = (&self.image_embeds, &self.text_embeds);
+        if images.is_none() && texts.is_none() {
+            return Err(Error::invalid_argument(
                 "images",
                 "no image could be read: nothing to write",
-            )),
+            ));
         }
+        let (image_path, text_path) = kind_paths(path, "npy", images.is_some(), texts.is_some());
+        for (t, p) in [(images, image_path), (texts, text_path)] {
+            if let (Some(t), Some(p)) = (t, p) {
+                write(t, &p)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes `path` in `format`.
@@ -385,6 +475,12 @@ impl Embeddings {
             Format::Json => self.save_json(path),
             Format::Safetensors => self.save_safetensors(path),
             Format::Npy => self.save_npy(path),
+            #[cfg(feature = "parquet")]
+            Format::Parquet => Err(Error::invalid_argument(
+                "format",
+                "parquet has a row per input, failures included, which `Embeddings` does not keep: write it while \
+                 embedding with `export::write_parquet`",
+            )),
         }
     }
 }
