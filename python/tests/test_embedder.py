@@ -34,9 +34,8 @@ def test_matches_transformers(embedder, expected, image_paths):
     dt = max_diff(texts, expected["text_embeds"])
     dl = max_diff(embedder.logits(images, texts), expected["logits_per_image"])
     print(f"vs transformers max |Δ|: image {di:.3e}, text {dt:.3e}, logits {dl:.3e}")
-    # f32 round-off of the towers, as tests/pipeline.rs (embeddings 1e-5); logits are scaled by exp(logit_scale)
-    # ≈ 14, hence tests/pipeline.rs's 1e-4 for them.
-    assert di <= 1e-5 and dt <= 1e-5 and dl <= 1e-4, (di, dt, dl)
+    # f32 round-off of the towers, as in tests/pipeline.rs; measured 1.5e-7 / 1.9e-7 / 1.2e-6 (AMD EPYC, AVX2).
+    assert di <= 1e-5 and dt <= 1e-5 and dl <= 1e-5, (di, dt, dl)
     np.testing.assert_allclose(np.linalg.norm(images, axis=1), 1.0, atol=1e-6)
 
 
@@ -51,8 +50,8 @@ def test_matches_the_rust_api(embedder, expected, image_paths, rust_embed):
     di, dt = max_diff(images, rust_images), max_diff(texts, rust_texts)
     dl = max_diff(embedder.logits(images, texts), doc["logits_per_image"])
     print(f"vs the Rust embed example max |Δ|: image {di:.3e}, text {dt:.3e}, logits {dl:.3e}")
-    # The same Rust code; only JSON's float printing and batch composition can differ.
-    assert di <= 1e-6 and dt <= 1e-6 and dl <= 1e-5, (di, dt, dl)
+    # The same Rust code on the same batches: measured 0; JSON's float printing could round.
+    assert di <= 1e-6 and dt <= 1e-6 and dl <= 1e-6, (di, dt, dl)
 
 
 def test_bytes_and_paths_give_the_same_rows(embedder):
@@ -61,7 +60,7 @@ def test_bytes_and_paths_give_the_same_rows(embedder):
     by_bytes = embedder.embed_images([p.read_bytes() for p in paths])
     np.testing.assert_array_equal(by_path, by_bytes)
     data = CAT.read_bytes()
-    mixed = embedder.embed_images([str(CAT), CAT, data, bytearray(data), memoryview(data), (p for p in [CAT])][:5])
+    mixed = embedder.embed_images([str(CAT), CAT, data, bytearray(data), memoryview(data)])
     assert max_diff(mixed, np.repeat(by_path[:1], 5, axis=0)) <= 1e-6
 
 
