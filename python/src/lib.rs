@@ -129,6 +129,7 @@ impl Embedder {
         self.clip.name()
     }
 
+    /// ``Embedder("<model>", device="cpu", dtype="f32", dim=768)``.
     fn __repr__(&self) -> String {
         let model = self.clip.model();
         format!(
