@@ -1,0 +1,47 @@
+"""Type stubs of the native module ``altclip._altclip`` (the Rust binding)."""
+
+import os
+from typing import Iterable, List, Optional, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+ImageItem = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]
+
+class Embedder:
+    """AltCLIP embeddings of images and texts, computed by the Rust crate ``altclip``.
+
+    ``model`` is a Hugging Face Hub id or a local model directory; ``device`` is ``cpu``, ``cuda``, ``cuda:N``,
+    ``metal``, ``metal:N`` or ``auto``; ``dtype`` ``f32``, ``f16`` or ``bf16``; ``revision`` a hub branch, tag or
+    commit; ``quantize`` ``q8_0``, ``q6k``, ``q5k``, ``q4k``, ``q4_0`` or ``None``. Safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        model: Union[str, "os.PathLike[str]"],
+        *,
+        device: str = "cpu",
+        dtype: str = "f32",
+        revision: Optional[str] = None,
+        quantize: Optional[str] = None,
+    ) -> None: ...
+    def embed_images(self, items: Iterable[ImageItem]) -> npt.NDArray[np.float32]:
+        """L2-normalised image embeddings, shape (len(items), dim); the first unreadable item raises."""
+    def embed_images_partial(
+        self, items: Iterable[ImageItem]
+    ) -> Tuple[npt.NDArray[np.float32], List[Optional[str]]]:
+        """Embeddings with an all-NaN row per failed item, and per item ``None`` or its error message."""
+    def embed_texts(self, texts: Iterable[str]) -> npt.NDArray[np.float32]:
+        """L2-normalised text embeddings, shape (len(texts), dim)."""
+    def logits(
+        self, image_embeds: npt.NDArray[np.float32], text_embeds: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.float32]:
+        """``exp(logit_scale) * image_embeds @ text_embeds.T``, shape (N_img, N_txt)."""
+    @property
+    def dim(self) -> int:
+        """Width of the embeddings."""
+    @property
+    def name(self) -> str:
+        """The hub id or directory the model was loaded from."""
