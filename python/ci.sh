@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The Python package's CI: a venv under target/, the pinned tools, the `embed` example (the tests compare with it),
-# the package built from source with the local Rust toolchain, then pytest.
+# The Python package's CI: a venv under target/, the pinned tools and engines, the `embed` example (the tests
+# compare with it), the package built from source with the local Rust toolchain, then pytest (Ray and Spark
+# jobs included).
 #
 #   bash python/ci.sh                              # the extension in the dev profile (dependencies at opt-level 3)
 #   ALTCLIP_PY_PROFILE=release bash python/ci.sh   # as `pip install ./python` builds it
@@ -18,9 +19,12 @@ if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv"
 fi
 export PATH="$venv/bin:$PATH"  # maturin's PEP 517 hook runs the `maturin` executable
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r python/requirements-ci.txt
+# The package's own tools, then the engines the job tests run (Ray Data, PySpark; Spark uses the machine's Java).
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r python/requirements-ci.txt \
+    -r python/requirements-ray.txt
 
-cargo build --example embed
+# The reference the tests compare with, Parquet output included.
+cargo build --example embed --features parquet
 export ALTCLIP_EMBED_BIN="${CARGO_TARGET_DIR:-$repo/target}/debug/examples/embed"
 
 # --no-build-isolation: build with the pinned maturin above, not a freshly downloaded one; --strip: the dev

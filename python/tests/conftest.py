@@ -2,24 +2,13 @@
 transformers' recorded numbers, and the Rust `embed` example run on the same inputs."""
 
 import json
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
 import altclip
 
-REPO = Path(__file__).resolve().parents[2]
-MODEL_DIR = REPO / "tests" / "fixtures" / "tiny_full"
-
-
-def embed_bin() -> Path:
-    """`ALTCLIP_EMBED_BIN`, else the dev build of the example under CARGO_TARGET_DIR (default <repo>/target)."""
-    if "ALTCLIP_EMBED_BIN" in os.environ:
-        return Path(os.environ["ALTCLIP_EMBED_BIN"])
-    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
-    return target / "debug" / "examples" / "embed"
+from job_fixtures import MODEL_DIR, REPO, embed_bin
 
 
 @pytest.fixture(scope="session")
@@ -41,12 +30,7 @@ def embedder() -> altclip.Embedder:
 @pytest.fixture(scope="session")
 def rust_embed():
     """Runs the Rust `embed` example with `--format json` on images and texts; returns its JSON document."""
-    binary = embed_bin()
-    if not binary.is_file():
-        pytest.fail(
-            f"the Rust embed example is missing at {binary}: build it with `cargo build --example embed` "
-            "(or set ALTCLIP_EMBED_BIN to its path)"
-        )
+    binary = embed_bin()  # fails, saying how to build it, when missing
 
     def run(images, texts):
         argv = [str(binary), "--model-dir", str(MODEL_DIR), "--quiet", "--format", "json"]
