@@ -39,6 +39,26 @@ impl Default for TextBatching {
 }
 
 impl TextBatching {
+    /// The defaults for the device the text tower runs on: [`TextBatching::default`] on the CPU; on a GPU
+    /// (CUDA, Metal) 256 tokens of overhead per pass, 32768 padded tokens and 1024 texts at most per pass.
+    ///
+    /// A GPU pays a fixed launch cost per pass (24 layers of about a dozen kernels) that is worth far more tokens
+    /// than a CPU's, and has the memory for bigger passes: fewer, larger groups. These GPU numbers are reasoned,
+    /// not yet measured on one; [`AltClip::with_text_batching`](crate::AltClip::with_text_batching) overrides them.
+    pub fn for_device(device: &candle_core::Device) -> Self {
+        if device.is_cpu() {
+            Self::default()
+        } else {
+            Self::GPU
+        }
+    }
+
+    const GPU: Self = Self {
+        overhead_tokens: 256,
+        max_tokens: 32768,
+        max_texts: 1024,
+    };
+
     /// One pass per `max_texts` texts in input order, each padded to its longest: what padding to the longest
     /// does, for comparisons.
     pub fn pad_to_longest(max_texts: usize) -> Self {
@@ -202,6 +222,19 @@ mod tests {
                 .unwrap();
             assert_eq!(cost(&b, lengths, &groups), brute, "{lengths:?}");
         }
+    }
+
+    #[test]
+    fn the_cpu_keeps_the_measured_defaults_and_a_gpu_gets_bigger_passes() {
+        assert_eq!(
+            TextBatching::for_device(&candle_core::Device::Cpu),
+            TextBatching::default()
+        );
+        // 40 captions of 10..=49 tokens: the CPU's 64-token overhead cuts them into several passes.
+        let lengths: Vec<usize> = (10..50).collect();
+        let cpu = TextBatching::default().plan(&lengths).unwrap().len();
+        let gpu = TextBatching::GPU.plan(&lengths).unwrap().len();
+        assert!(gpu < cpu && cpu > 1, "gpu {gpu} passes vs cpu {cpu}");
     }
 
     #[test]

@@ -92,10 +92,10 @@ impl AltClip {
             model.quantize(q)?;
         }
         Ok(Self {
+            text_batching: TextBatching::for_device(model.device()),
             model,
             processor: AltClipProcessor::from_dir(dir)?,
             name: dir.display().to_string(),
-            text_batching: TextBatching::default(),
             image_pipeline: ImagePipeline::default(),
         })
     }
@@ -103,15 +103,16 @@ impl AltClip {
     /// Combines an already loaded model and processor.
     pub fn new(model: AltClipModel, processor: AltClipProcessor, name: impl Into<String>) -> Self {
         Self {
+            text_batching: TextBatching::for_device(model.device()),
             model,
             processor,
             name: name.into(),
-            text_batching: TextBatching::default(),
             image_pipeline: ImagePipeline::default(),
         }
     }
 
-    /// Sets how [`AltClip::embed_texts`] groups texts of different lengths into forward passes.
+    /// Sets how [`AltClip::embed_texts`] groups texts of different lengths into forward passes (the default is
+    /// [`TextBatching::for_device`] of the model's device).
     pub fn with_text_batching(mut self, batching: TextBatching) -> Self {
         self.text_batching = batching;
         self

@@ -44,18 +44,34 @@ impl SelfAttention {
     /// `x`: (batch, seq, hidden); `mask`: additive f32, broadcastable to (batch, heads, seq, seq).
     pub(crate) fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, s, hidden) = x.dims3()?;
+        // One copy into head-major (3, batch, heads, seq, head_dim): candle's batched matmul (CPU gemm and cuBLAS
+        // alike) needs each head's rows at a pitch of head_dim, which the projection's (seq, 3·hidden) rows lack.
         let qkv = self
             .qkv
             .forward(x)?
             .reshape((b, s, 3, self.num_heads, self.head_dim))?
-            .permute((2, 0, 3, 1, 4))?;
-        let q = qkv.get(0)?.contiguous()?;
-        let k = qkv.get(1)?.contiguous()?;
-        let v = qkv.get(2)?.contiguous()?;
-        let probs = scaled_masked_softmax(Fresh::matmul(&q, &k.t()?)?, self.scale, mask)?;
-        let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, hidden))?;
-        self.out.forward(&ctx)
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?;
+        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+        let ctx = if q.device().is_metal() {
+            metal_sdpa(&q, &k, &v, mask, self.scale)?
+        } else {
+            let probs = scaled_masked_softmax(Fresh::matmul(&q, &k.t()?)?, self.scale, mask)?;
+            probs.matmul(&v)?
+        };
+        self.out.forward(&ctx.transpose(1, 2)?.reshape((b, s, hidden))?)
     }
+}
+
+/// candle's fused Metal attention (`candle_nn::ops::sdpa`), which wants the mask expanded to
+/// (batch, heads, q_seq, k_seq) in q's dtype. Never run here (no macOS machine): compiled on every target, taken
+/// only on a Metal device.
+fn metal_sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    let (b, h, s, _) = q.dims4()?;
+    let mask = mask
+        .map(|m| m.to_dtype(q.dtype())?.broadcast_as((b, h, s, k.dim(2)?)))
+        .transpose()?;
+    Ok(candle_nn::ops::sdpa(q, k, v, mask.as_ref(), false, scale as f32, 1.0)?)
 }
 
 /// `softmax(scale·scores + mask)` over the last dimension, the fused kernel overwriting `scores` where it applies.
