@@ -19,7 +19,7 @@ mod pseudo_random;
 use std::time::Instant;
 
 use altclip::options::{parse_dtype, parse_quantization};
-use altclip::{AltClipModel, TextBatching};
+use altclip::{AltClipModel, Quantization, TextBatching};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
@@ -169,7 +169,12 @@ fn gemm() -> Result<()> {
             qw.forward(&a)?;
             Ok(())
         })?;
-        emit(&quant_side(Some(q)), "gemm_1024x4096x4096", 1, &times);
+        emit(
+            &quant_side(Some(Quantization::Ggml(q))),
+            "gemm_1024x4096x4096",
+            1,
+            &times,
+        );
     }
     Ok(())
 }
@@ -194,11 +199,12 @@ fn load(dir: &str) -> Result<()> {
     Ok(())
 }
 
-/// `candle`, or `candle_q4k` etc. for a quantized model.
-fn quant_side(quant: Option<GgmlDType>) -> String {
+/// `candle`, or `candle_int8`, `candle_q4k` etc. for a quantized model.
+fn quant_side(quant: Option<Quantization>) -> String {
     match quant {
         None => "candle".into(),
-        Some(q) => format!("candle_{}", format!("{q:?}").to_ascii_lowercase()),
+        Some(Quantization::Int8) => "candle_int8".into(),
+        Some(Quantization::Ggml(q)) => format!("candle_{}", format!("{q:?}").to_ascii_lowercase()),
     }
 }
 
@@ -243,7 +249,7 @@ fn run(
     reps: usize,
     mixed: &[usize],
     only: Option<&str>,
-    quant: Option<GgmlDType>,
+    quant: Option<Quantization>,
     dtype: DType,
 ) -> Result<()> {
     let device = Device::Cpu;
@@ -310,7 +316,7 @@ fn main() -> Result<()> {
         }
         _ => bail!(
             "usage: bench_side_by_side gemm | load <dir> | run <dir> <reps> <lengths> [workloads] \
-             ($ALTCLIP_BENCH_QUANTIZE=q8_0|q4k|...: quantized model; $ALTCLIP_BENCH_DTYPE=f16|bf16)"
+             ($ALTCLIP_BENCH_QUANTIZE=int8|q8_0|q4k|...: quantized model; $ALTCLIP_BENCH_DTYPE=f16|bf16)"
         ),
     }
 }

@@ -62,12 +62,12 @@ pub mod weights;
 pub mod zero_shot;
 
 pub use batching::TextBatching;
-/// The quantization formats [`AltClipModel::quantize`] and [`LoadOptions::with_quantization`] take (candle's).
+/// The GGML block formats of [`Quantization::Ggml`] (candle's).
 pub use candle_core::quantized::GgmlDType;
 pub use config::{Activation, AltClipConfig, AltClipTextConfig, AltClipVisionConfig};
 pub use error::{Error, Result};
 pub use model::{AltClipModel, AltClipOutput, ForwardOptions};
-pub use options::{HubOptions, LoadOptions};
+pub use options::{HubOptions, LoadOptions, Quantization};
 pub use pipeline::AltClip;
 pub use prefetch::ImagePipeline;
 pub use processor::AltClipProcessor;

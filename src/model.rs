@@ -4,13 +4,13 @@
 
 use std::path::Path;
 
-use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::batching::TextBatching;
 use crate::config::AltClipConfig;
 use crate::error::{Error, Result};
 use crate::nn::Linear;
+use crate::options::Quantization;
 use crate::text_model::{AltClipTextModel, TextModelOutput, TEXT_PREFIX};
 use crate::vision_model::{AltClipVisionModel, VisionModelOutput, VISION_PREFIX};
 use crate::weights::{Checkpoint, CheckpointView};
@@ -114,15 +114,20 @@ impl AltClipModel {
     }
 
     /// Quantizes both towers' encoder projections (q/k/v, attention output, MLP; 4 × 24 + 4 × 24 matrices for
-    /// BAAI/AltCLIP) to a GGML block format for faster, smaller CPU inference: e.g. `GgmlDType::Q8_0` or
-    /// `GgmlDType::Q4K`. Embeddings, norms and the final projections stay in the loaded dtype; activations stay
-    /// f32 (candle quantizes each GEMM's input rows to 8 bits on the fly). Returns how many projections were
-    /// quantized: those whose input width is not a multiple of the format's block size keep their weights.
+    /// BAAI/AltCLIP). Embeddings, norms and the final projections stay in the loaded dtype. Returns how many
+    /// projections were quantized.
     ///
-    /// The CPU kernels are candle's (AVX-512 VNNI / AVX2 integer dot products); on CUDA and Metal candle
-    /// dequantizes or runs its own kernels. See BENCHMARKS.md for measured speed and accuracy.
-    pub fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
-        Ok(self.text_model.quantize(dtype)? + self.vision_model.quantize(dtype)?)
+    /// - [`Quantization::Int8`]: dynamic int8 (per-channel int8 weights, input rows quantized on the fly, i32
+    ///   accumulation) through `rten-gemm`'s integer kernels; CPU and f32 models only. Faster than f32 where the
+    ///   CPU has integer dot products (see BENCHMARKS.md), and a quarter of the weight memory.
+    /// - [`Quantization::Ggml`]: a GGML block format (`Q8_0`, `Q4K`, …) through candle's quantized matmul, on
+    ///   every device; activations stay f32 (candle quantizes each GEMM's input rows to 8 bits on the fly).
+    ///   Projections whose input width is not a multiple of the format's block size keep their weights.
+    ///
+    /// This does not check speed; [`Quantization::check_speed`] says where a format runs slower than f32, and
+    /// [`AltClip`](crate::AltClip) refuses those.
+    pub fn quantize(&mut self, quantization: Quantization) -> Result<usize> {
+        Ok(self.text_model.quantize(quantization)? + self.vision_model.quantize(quantization)?)
     }
 
     /// Projected (not normalised) text features: `text_projection(token 0 of the text tower's output)`,

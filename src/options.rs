@@ -101,7 +101,7 @@ pub struct LoadOptions {
     /// Weight and activation dtype (norms and softmax still accumulate in f32).
     pub dtype: DType,
     /// Quantize the encoder projections after loading (see [`AltClipModel::quantize`](crate::AltClipModel::quantize)); `None` keeps `dtype`.
-    pub quantization: Option<GgmlDType>,
+    pub quantization: Option<Quantization>,
 }
 
 impl Default for LoadOptions {
@@ -134,7 +134,7 @@ impl LoadOptions {
         self
     }
     /// Sets the weight quantization (see [`parse_quantization`]).
-    pub fn with_quantization(mut self, quantization: Option<GgmlDType>) -> Self {
+    pub fn with_quantization(mut self, quantization: Option<Quantization>) -> Self {
         self.quantization = quantization;
         self
     }
@@ -235,19 +235,54 @@ pub fn parse_dtype(spec: &str) -> Result<DType> {
     }
 }
 
-/// Parses a weight quantization for [`LoadOptions::quantization`]: `none`, `q8_0`, `q4k` (also `q4_k`), `q6k`,
-/// `q5k`, `q4_0`.
-pub fn parse_quantization(spec: &str) -> Result<Option<GgmlDType>> {
+/// How the encoder layers' projections are stored and multiplied after loading ([`LoadOptions::quantization`],
+/// [`AltClipModel::quantize`](crate::AltClipModel::quantize)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quantization {
+    /// Dynamic int8, as PyTorch's `quantize_dynamic` and ONNX Runtime's `MatMulInteger`: symmetric int8 weights
+    /// per output channel, packed once; each GEMM's input rows quantized to u8 on the fly; i32 accumulation;
+    /// dequantize and bias in f32. CPU, f32 models only.
+    Int8,
+    /// A GGML block format through candle's quantized matmul (e.g. `GgmlDType::Q8_0`, `GgmlDType::Q4K`).
+    Ggml(GgmlDType),
+}
+
+impl Quantization {
+    /// Refuses a quantization that runs slower than f32 on `device`'s hardware, naming the measurement: on the
+    /// CPU, the GGML formats need AVX-512 VNNI (measured on AVX2 alone: Q8_0 ~7× and Q4K 2–3× slower than f32;
+    /// on AVX-512 VNNI Q8_0 0.83–1.41× PyTorch f32, see BENCHMARKS.md). [`AltClip`](crate::AltClip) and the tools
+    /// ask this before quantizing; [`AltClipModel::quantize`](crate::AltClipModel::quantize) does not.
+    pub fn check_speed(self, device: &Device) -> Result<()> {
+        match self {
+            Self::Ggml(dtype) if device.is_cpu() && !crate::kernels::cpu::has_vnni512() => {
+                Err(Error::invalid_argument(
+                    "quantization",
+                    format!(
+                        "{dtype:?} runs several times slower than f32 on this CPU (candle's GGML kernels need \
+                         AVX-512 VNNI to be fast; measured on AVX2: Q8_0 ~7x, Q4K 2-3x slower): use int8, or none"
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Parses a weight quantization for [`LoadOptions::quantization`]: `none`, `int8` (also `i8`), or a GGML format:
+/// `q8_0`, `q4k` (also `q4_k`), `q6k`, `q5k`, `q4_0`.
+pub fn parse_quantization(spec: &str) -> Result<Option<Quantization>> {
+    let ggml = |d| Ok(Some(Quantization::Ggml(d)));
     match spec.trim().to_ascii_lowercase().replace('-', "_").as_str() {
         "none" | "" | "f32" => Ok(None),
-        "q8_0" | "q8" => Ok(Some(GgmlDType::Q8_0)),
-        "q4k" | "q4_k" => Ok(Some(GgmlDType::Q4K)),
-        "q5k" | "q5_k" => Ok(Some(GgmlDType::Q5K)),
-        "q6k" | "q6_k" => Ok(Some(GgmlDType::Q6K)),
-        "q4_0" => Ok(Some(GgmlDType::Q4_0)),
+        "int8" | "i8" => Ok(Some(Quantization::Int8)),
+        "q8_0" | "q8" => ggml(GgmlDType::Q8_0),
+        "q4k" | "q4_k" => ggml(GgmlDType::Q4K),
+        "q5k" | "q5_k" => ggml(GgmlDType::Q5K),
+        "q6k" | "q6_k" => ggml(GgmlDType::Q6K),
+        "q4_0" => ggml(GgmlDType::Q4_0),
         other => Err(Error::invalid_argument(
             "quantization",
-            format!("{other:?} (expected none, q8_0, q6k, q5k, q4k or q4_0)"),
+            format!("{other:?} (expected none, int8, q8_0, q6k, q5k, q4k or q4_0)"),
         )),
     }
 }
@@ -298,7 +333,11 @@ mod tests {
             parse_dtype("f8"),
             Err(Error::InvalidArgument { argument: "dtype", .. })
         ));
-        assert_eq!(parse_quantization("Q4-K").unwrap(), Some(GgmlDType::Q4K));
+        assert_eq!(
+            parse_quantization("Q4-K").unwrap(),
+            Some(Quantization::Ggml(GgmlDType::Q4K))
+        );
+        assert_eq!(parse_quantization("INT8").unwrap(), Some(Quantization::Int8));
         assert_eq!(parse_quantization("none").unwrap(), None);
         assert!(parse_quantization("q3").is_err());
     }
@@ -316,5 +355,28 @@ mod tests {
             Err(other) => panic!("{other:?}"),
         }
         assert!(parse_device(" Auto ").is_ok());
+    }
+
+    #[test]
+    fn ggml_formats_are_refused_where_they_run_slower_than_f32() {
+        assert!(Quantization::Int8.check_speed(&Device::Cpu).is_ok());
+        let vnni = crate::kernels::cpu::has_vnni512();
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q4K] {
+            match Quantization::Ggml(dtype).check_speed(&Device::Cpu) {
+                Ok(()) => assert!(vnni, "{dtype:?} allowed without AVX-512 VNNI"),
+                Err(Error::InvalidArgument {
+                    argument: "quantization",
+                    reason,
+                }) => {
+                    assert!(!vnni, "{dtype:?} refused with AVX-512 VNNI");
+                    assert!(
+                        reason.contains(&format!("{dtype:?}")) && reason.contains("int8"),
+                        "{reason}"
+                    );
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        println!("this CPU has AVX-512 VNNI: {vnni}");
     }
 }

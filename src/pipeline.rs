@@ -87,6 +87,9 @@ impl AltClip {
     /// Loads from a local directory with `config.json`, weights, `preprocessor_config.json` and tokenizer files.
     pub fn from_dir(dir: impl AsRef<Path>, options: &LoadOptions) -> Result<Self> {
         let dir = dir.as_ref();
+        if let Some(q) = options.quantization {
+            q.check_speed(&options.device)?;
+        }
         let mut model = AltClipModel::from_dir(dir, options.dtype, &options.device)?;
         if let Some(q) = options.quantization {
             model.quantize(q)?;

@@ -5,12 +5,12 @@
 
 use std::path::Path;
 
-use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{tower_config_from_dir, AltClipTextConfig};
 use crate::error::{Error, Result};
 use crate::nn::{FeedForward, LayerNorm, Linear, SelfAttention};
+use crate::options::Quantization;
 use crate::tower::Tower;
 use crate::weights::CheckpointView;
 
@@ -151,12 +151,12 @@ impl AltClipTextModel {
         })
     }
 
-    /// Quantizes every encoder layer's projections (q/k/v, attention output, both MLP layers) to `dtype` for
-    /// the CPU (see [`AltClipModel::quantize`](crate::AltClipModel::quantize)); embeddings, norms and the tower's own
+    /// Quantizes every encoder layer's projections (q/k/v, attention output, both MLP layers) to `quantization`
+    /// (see [`AltClipModel::quantize`](crate::AltClipModel::quantize)); embeddings, norms and the tower's own
     /// output projection stay as loaded. Returns how many projections were quantized (0 when the widths don't fit
-    /// the block size).
-    pub fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
-        self.quantize_encoder(dtype)
+    /// a GGML format's block size).
+    pub fn quantize(&mut self, quantization: Quantization) -> Result<usize> {
+        self.quantize_encoder(quantization)
     }
 
     /// Builds the tower from either a full AltCLIP checkpoint (under `text_model.`) or its own.

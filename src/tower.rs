@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device};
 
 use crate::error::Result;
 use crate::nn::Linear;
+use crate::options::Quantization;
 use crate::weights::CheckpointView;
 
 /// A tower ([`crate::AltClipTextModel`], [`crate::AltClipVisionModel`]): its public `load`, `from_dir` and
@@ -45,8 +45,8 @@ pub(crate) trait Tower: Sized {
         Self::load_from(&cfg, &CheckpointView::from_dir(dir, dtype, device)?)
     }
 
-    /// Quantizes [`Tower::encoder_projections`] to `dtype`; returns how many were.
-    fn quantize_encoder(&mut self, dtype: GgmlDType) -> Result<usize> {
-        Linear::quantize_all(self.encoder_projections(), dtype)
+    /// Quantizes [`Tower::encoder_projections`] to `quantization`; returns how many were.
+    fn quantize_encoder(&mut self, quantization: Quantization) -> Result<usize> {
+        Linear::quantize_all(self.encoder_projections(), quantization)
     }
 }

@@ -6,12 +6,12 @@
 
 use std::path::Path;
 
-use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::{tower_config_from_dir, AltClipVisionConfig};
 use crate::error::{Error, Result};
 use crate::nn::{FeedForward, LayerNorm, Linear, SelfAttention};
+use crate::options::Quantization;
 use crate::tower::Tower;
 use crate::weights::CheckpointView;
 
@@ -235,12 +235,12 @@ impl AltClipVisionModel {
         })
     }
 
-    /// Quantizes every encoder layer's projections (q/k/v, attention output, both MLP layers) to `dtype` for
-    /// the CPU (see [`AltClipModel::quantize`](crate::AltClipModel::quantize)); embeddings, norms and the tower's own
+    /// Quantizes every encoder layer's projections (q/k/v, attention output, both MLP layers) to `quantization`
+    /// (see [`AltClipModel::quantize`](crate::AltClipModel::quantize)); embeddings, norms and the tower's own
     /// output projection stay as loaded. Returns how many projections were quantized (0 when the widths don't fit
-    /// the block size).
-    pub fn quantize(&mut self, dtype: GgmlDType) -> Result<usize> {
-        self.quantize_encoder(dtype)
+    /// a GGML format's block size).
+    pub fn quantize(&mut self, quantization: Quantization) -> Result<usize> {
+        self.quantize_encoder(quantization)
     }
 
     /// Builds the tower from a checkpoint holding it under `vision_model.` (a full AltCLIP checkpoint or an

@@ -24,7 +24,8 @@ pub struct ModelArgs {
     /// f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// Quantize the encoder weights for faster CPU inference: none, q8_0, q6k, q5k, q4k or q4_0.
+    /// Quantize the encoder weights: none; int8 (dynamic int8, CPU, f32); or a GGML format q8_0, q6k, q5k, q4k,
+    /// q4_0 (refused on CPUs without AVX-512 VNNI, where they run slower than f32).
     #[arg(long, default_value = "none")]
     pub quantize: String,
 }

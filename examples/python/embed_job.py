@@ -135,7 +135,7 @@ def add_embed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, metal or auto")
     p.add_argument("--dtype", default="f32", help="f32, f16 or bf16")
     p.add_argument("--revision", help="hub revision (with --model)")
-    p.add_argument("--quantize", help="none, q8_0, q6k, q5k, q4k or q4_0 (CPU)")
+    p.add_argument("--quantize", help="none, int8 (CPU), or q8_0, q6k, q5k, q4k, q4_0")
 
 
 def embed_config(args: argparse.Namespace) -> EmbedConfig:

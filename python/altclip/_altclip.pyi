@@ -15,7 +15,7 @@ class Embedder:
 
     ``model`` is a Hugging Face Hub id or a local model directory; ``device`` is ``cpu``, ``cuda``, ``cuda:N``,
     ``metal``, ``metal:N`` or ``auto``; ``dtype`` ``f32``, ``f16`` or ``bf16``; ``revision`` a hub branch, tag or
-    commit; ``quantize`` ``q8_0``, ``q6k``, ``q5k``, ``q4k``, ``q4_0`` or ``None``. Safe to share between threads.
+    commit; ``quantize`` ``int8``, ``q8_0``, ``q6k``, ``q5k``, ``q4k``, ``q4_0`` or ``None``. Safe to share between threads.
     """
 
     def __init__(

@@ -20,7 +20,8 @@ use errors::{message, to_py_err};
 /// ``model`` is a Hugging Face Hub id (downloaded, or taken from the hub cache; ``HF_HUB_OFFLINE``, ``HF_HOME``,
 /// ``HF_TOKEN`` apply) or a local model directory. ``device``: ``cpu``, ``cuda``, ``cuda:N``, ``metal``,
 /// ``metal:N`` or ``auto``. ``dtype``: ``f32``, ``f16`` or ``bf16``. ``revision``: hub branch, tag or commit.
-/// ``quantize``: ``q8_0``, ``q6k``, ``q5k``, ``q4k`` or ``q4_0`` weight quantization (``None``: none).
+/// ``quantize``: ``int8`` (dynamic int8, CPU) or a GGML format ``q8_0``, ``q6k``, ``q5k``, ``q4k``, ``q4_0``
+/// (``None``: none); a format slower than f32 on this CPU raises ``InvalidInputError``.
 ///
 /// Thread-safe: one ``Embedder`` may be used from several Python threads at once; the GIL is released while it
 /// works.

@@ -36,6 +36,11 @@ impl Fresh {
         Ok(Self(y.to_dtype(x.dtype())?))
     }
 
+    /// The output of one of this folder's CPU ops (`apply_op1_no_bwd`), which always writes new contiguous storage.
+    pub(crate) fn custom(t: Tensor) -> Self {
+        Self(t)
+    }
+
     /// A copy of `t` in new contiguous storage (also when `t` is contiguous already).
     pub(crate) fn copy(t: &Tensor) -> Result<Self> {
         Ok(Self(t.force_contiguous()?))

@@ -1,19 +1,23 @@
-//! `y = x Wᵀ + b`, with the weight as loaded or in a GGML block format.
+//! `y = x Wᵀ + b`, with the weight as loaded, in dynamic int8 or in a GGML block format.
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::quantized::{QMatMul, QTensor};
+use std::sync::Arc;
+
 use candle_core::{DType, Tensor, D};
 
 use crate::config::Activation;
 use crate::error::{Error, Result};
-use crate::kernels::cpu::{self, Param};
+use crate::kernels::cpu::{self, Int8Weight, Param};
 use crate::kernels::Fresh;
+use crate::options::Quantization;
 use crate::weights::CheckpointView;
 
-/// A projection's (out, in) weight: as loaded, or in a GGML block format after [`Linear::quantize`].
+/// A projection's (out, in) weight: as loaded, or quantized by [`Linear::quantize`].
 #[derive(Debug, Clone)]
 enum ProjectionWeight {
     Dense(Tensor),
     Quantized(QMatMul),
+    Int8(Arc<Int8Weight>),
 }
 
 impl ProjectionWeight {
@@ -22,6 +26,7 @@ impl ProjectionWeight {
         Ok(match self {
             Self::Dense(t) | Self::Quantized(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims2()?,
             Self::Quantized(QMatMul::QTensor(q)) => q.shape().dims2()?,
+            Self::Int8(w) => (w.out_dim(), w.in_dim()),
         })
     }
 
@@ -31,6 +36,7 @@ impl ProjectionWeight {
             Self::Dense(w) => Fresh::matmul(x, &w.t()?),
             // candle's quantized matmul quantizes the activations to 8 bits per row, then integer dot products.
             Self::Quantized(q) => Fresh::qmatmul(q, x),
+            Self::Int8(w) => w.matmul(x),
         }
     }
 }
@@ -67,7 +73,7 @@ impl Linear {
             .iter()
             .map(|p| match &p.weight {
                 ProjectionWeight::Dense(t) => Ok(t),
-                ProjectionWeight::Quantized(_) => Err(Error::invalid_argument(
+                ProjectionWeight::Quantized(_) | ProjectionWeight::Int8(_) => Err(Error::invalid_argument(
                     "parts",
                     "quantized projections cannot be fused; fuse first, then quantize",
                 )),
@@ -86,27 +92,49 @@ impl Linear {
         Ok(self.weight.dims()?.0)
     }
 
-    /// Replaces the f32 weight by its `dtype` block quantization (candle's k-quants / GGML formats), used by
-    /// every later forward on the CPU; the bias stays f32. Returns `false` and changes nothing when the input
-    /// width is not a multiple of the format's block size (32 for Q8_0/Q4_0, 256 for the k-quants).
-    pub(crate) fn quantize(&mut self, dtype: GgmlDType) -> Result<bool> {
+    /// Replaces the weight by its `quantization` (see [`Quantization`]), used by every later forward; the bias stays
+    /// as loaded. Returns `false` and changes nothing when the layer is quantized already, or when the input width
+    /// is not a multiple of a GGML format's block size (32 for Q8_0/Q4_0, 256 for the k-quants). Int8 takes an f32
+    /// weight on the CPU only.
+    pub(crate) fn quantize(&mut self, quantization: Quantization) -> Result<bool> {
         let ProjectionWeight::Dense(weight) = &self.weight else {
             return Ok(false);
         };
-        if !weight.dims2()?.1.is_multiple_of(dtype.block_size()) {
-            return Ok(false);
-        }
-        let q = QTensor::quantize(&weight.to_dtype(DType::F32)?, dtype)?;
-        self.weight = ProjectionWeight::Quantized(QMatMul::from_qtensor(q)?);
+        self.weight = match quantization {
+            Quantization::Int8 => {
+                if !weight.device().is_cpu() || weight.dtype() != DType::F32 {
+                    return Err(Error::invalid_argument(
+                        "quantization",
+                        format!(
+                            "int8 runs on the CPU with f32 activations, not {:?} on {:?}: load in f32 on the CPU, \
+                             or use a GGML format",
+                            weight.dtype(),
+                            weight.device()
+                        ),
+                    ));
+                }
+                ProjectionWeight::Int8(Arc::new(Int8Weight::quantize(weight)?))
+            }
+            Quantization::Ggml(dtype) => {
+                if !weight.dims2()?.1.is_multiple_of(dtype.block_size()) {
+                    return Ok(false);
+                }
+                let q = QTensor::quantize(&weight.to_dtype(DType::F32)?, dtype)?;
+                ProjectionWeight::Quantized(QMatMul::from_qtensor(q)?)
+            }
+        };
         Ok(true)
     }
 
     /// Quantizes each of `layers` (see [`Linear::quantize`]); returns how many were.
     pub(crate) fn quantize_all<'a>(
         layers: impl IntoIterator<Item = &'a mut Linear>,
-        dtype: GgmlDType,
+        quantization: Quantization,
     ) -> Result<usize> {
-        layers.into_iter().map(|l| Ok(usize::from(l.quantize(dtype)?))).sum()
+        layers
+            .into_iter()
+            .map(|l| Ok(usize::from(l.quantize(quantization)?)))
+            .sum()
     }
 
     /// Applies the layer.
@@ -149,6 +177,7 @@ mod tests {
     use crate::kernels::cpu::testing::{assert_close, bits, wave};
     use crate::kernels::testing::with_kernels;
     use crate::kernels::Kernels;
+    use candle_core::quantized::GgmlDType;
 
     fn linear(rows_out: usize, cols_in: usize) -> Linear {
         Linear {
@@ -197,13 +226,25 @@ mod tests {
 
     #[test]
     fn quantize_keeps_the_dims_and_out_dim_reads_them() {
-        let mut layer = linear(8, 64);
-        assert!(layer.quantize(GgmlDType::Q8_0).unwrap());
-        assert_eq!(layer.out_dim().unwrap(), 8);
-        assert_eq!(layer.weight.dims().unwrap(), (8, 64));
+        for q in [Quantization::Ggml(GgmlDType::Q8_0), Quantization::Int8] {
+            let mut layer = linear(8, 64);
+            assert!(layer.quantize(q).unwrap(), "{q:?}");
+            assert_eq!(layer.out_dim().unwrap(), 8);
+            assert_eq!(layer.weight.dims().unwrap(), (8, 64));
+            assert!(!layer.quantize(q).unwrap(), "{q:?} twice");
+        }
         assert!(
-            !linear(8, 48).quantize(GgmlDType::Q4K).unwrap(),
+            !linear(8, 48).quantize(Quantization::Ggml(GgmlDType::Q4K)).unwrap(),
             "48 is not a multiple of 256"
         );
+        let mut half = linear(8, 64);
+        half.weight = ProjectionWeight::Dense(wave((8, 64), 0.2, 0.3, 0.0).to_dtype(DType::F16).unwrap());
+        assert!(matches!(
+            half.quantize(Quantization::Int8),
+            Err(Error::InvalidArgument {
+                argument: "quantization",
+                ..
+            })
+        ));
     }
 }

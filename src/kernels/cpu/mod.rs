@@ -11,15 +11,18 @@ use crate::kernels::Fresh;
 
 /// Runs `$body` compiled for `$isa`'s instruction set: AVX-512F, AVX2+FMA or the baseline target.
 macro_rules! dispatch {
-    ($isa:expr, ( $($arg:ident : $ty:ty),* ) $body:block) => {{
+    ($isa:expr, ( $($arg:ident : $ty:ty),* ) $body:block) => {
+        dispatch!($isa, ( $($arg : $ty),* ) -> () $body)
+    };
+    ($isa:expr, ( $($arg:ident : $ty:ty),* ) -> $ret:ty $body:block) => {{
         #[inline(always)]
-        fn generic($($arg: $ty),*) $body
+        fn generic($($arg: $ty),*) -> $ret $body
         #[cfg(target_arch = "x86_64")]
         {
             #[target_feature(enable = "avx512f,avx2,fma")]
-            unsafe fn v4($($arg: $ty),*) { generic($($arg),*) }
+            unsafe fn v4($($arg: $ty),*) -> $ret { generic($($arg),*) }
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn v3($($arg: $ty),*) { generic($($arg),*) }
+            unsafe fn v3($($arg: $ty),*) -> $ret { generic($($arg),*) }
             match $crate::kernels::cpu::Isa::level($isa) {
                 // SAFETY: an `Isa` is only made for a level the CPU supports (see `Isa::new`), here AVX-512F + AVX2
                 // + FMA, the features v4 was compiled for.
@@ -38,14 +41,28 @@ macro_rules! dispatch {
 }
 
 mod bias_act;
+mod int8;
 mod layer_norm;
 mod math;
 mod softmax;
 
 pub(crate) use bias_act::try_bias_act;
+pub(crate) use int8::Int8Weight;
 pub(crate) use isa::{Isa, Level};
 pub(crate) use layer_norm::try_layer_norm;
 pub(crate) use softmax::try_scaled_masked_softmax;
+
+/// Whether the CPU has AVX-512 VNNI, where candle's GGML quantized kernels are fast.
+pub(crate) fn has_vnni512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// Elements handed to one rayon task: enough work to amortise the task, enough tasks to balance.
 const MIN_CHUNK: usize = 16 * 1024;

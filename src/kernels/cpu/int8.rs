@@ -1,0 +1,316 @@
+//! Dynamic int8 `x Wᵀ`, as PyTorch's `quantize_dynamic` and ONNX Runtime's `MatMulInteger`: the weight quantized
+//! once to symmetric int8 per output channel and packed for `rten-gemm`'s integer kernels (`vpdpbusd` with
+//! AVX-512 VNNI, `vpmaddubsw` + `vpmaddwd` on AVX2); each call quantizes the input rows to u8 (asymmetric, per row),
+//! accumulates in i32 and dequantizes to f32. Bias and activation follow in `bias_act`, as after an f32 GEMM.
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmUninitOptions, PackedBMatrix};
+use rten_tensor::NdTensorView;
+
+use super::{contiguous, Isa};
+use crate::error::{Error, Result};
+use crate::kernels::Fresh;
+
+/// The largest weight magnitude: symmetric, so that no zero point is needed (as PyTorch's per-channel qint8).
+const WEIGHT_MAX: f32 = 127.0;
+
+/// A projection's (out, in) weight as int8 per output channel, packed for the integer GEMM.
+pub(crate) struct Int8Weight {
+    packed: PackedBMatrix<i8>,
+    /// Per output channel: `w[j, :] ≈ scales[j] · q[j, :]`.
+    scales: Vec<f32>,
+    /// Per output channel: `Σ q[j, :]`, for the input zero points' share of the products.
+    code_sums: Vec<i32>,
+    in_dim: usize,
+    /// The largest input code: 255, or 127 where the kernel's `vpmaddubsw` could saturate an i16 pair sum
+    /// (AVX2 without VNNI: 2 · 255 · 127 > 32767), as fbgemm's `reduce_range`.
+    input_max: f32,
+}
+
+impl std::fmt::Debug for Int8Weight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Int8Weight({}x{}, input codes 0..={})",
+            self.scales.len(),
+            self.in_dim,
+            self.input_max
+        )
+    }
+}
+
+fn executor() -> GemmExecutor<u8, i8, i32> {
+    GemmExecutor::new()
+}
+
+impl Int8Weight {
+    /// Quantizes and packs `weight` (out, in) f32 on the CPU: per row, `scale = max|w| / 127`,
+    /// `q = round(w / scale)` (ties to even).
+    pub(crate) fn quantize(weight: &Tensor) -> Result<Self> {
+        let (out_dim, in_dim) = weight.dims2()?;
+        if !weight.device().is_cpu() || out_dim == 0 || in_dim == 0 {
+            return Err(Error::invalid_argument(
+                "quantization",
+                format!(
+                    "int8 takes a non-empty weight on the CPU, got {:?} on {:?}",
+                    weight.dims(),
+                    weight.device()
+                ),
+            ));
+        }
+        let w = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut q = vec![0i8; w.len()];
+        let scales: Vec<f32> = q
+            .par_chunks_mut(in_dim)
+            .zip(w.par_chunks(in_dim))
+            .map(|(q, w)| quantize_weight_row(w, q))
+            .collect();
+        // Wᵀ (in, out) as a strided view of the (out, in) rows: packing reads it without a transposed copy.
+        let b = NdTensorView::from_data_with_strides([in_dim, out_dim], &q[..], [1, in_dim])
+            .map_err(|e| candle_core::Error::Msg(format!("int8 weight view: {e:?}")))?;
+        let exec = executor();
+        let input_max = if exec.may_saturate() { 127.0 } else { 255.0 };
+        let code_sums = q
+            .chunks(in_dim)
+            .map(|row| row.iter().map(|&c| i32::from(c)).sum())
+            .collect();
+        Ok(Self {
+            packed: exec.prepack_b(b),
+            scales,
+            code_sums,
+            in_dim,
+            input_max,
+        })
+    }
+
+    /// Output width.
+    pub(crate) fn out_dim(&self) -> usize {
+        self.scales.len()
+    }
+
+    /// Input width.
+    pub(crate) fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+
+    /// `x Wᵀ` for `x` (rows, in) f32 on the CPU, into new storage.
+    pub(crate) fn matmul(&self, x: &Tensor) -> Result<Fresh> {
+        let x = x.to_dtype(DType::F32)?;
+        let op = Int8MatMul {
+            weight: self,
+            isa: Isa::best(),
+        };
+        Ok(Fresh::custom(x.apply_op1_no_bwd(&op)?))
+    }
+
+    /// The f32 weight these codes stand for, (out, in): for tests and error bounds.
+    #[cfg(test)]
+    pub(crate) fn dequantized(&self, codes: &[i8]) -> Vec<f32> {
+        codes
+            .chunks(self.in_dim)
+            .zip(&self.scales)
+            .flat_map(|(row, s)| row.iter().map(move |&c| f32::from(c) * s))
+            .collect()
+    }
+}
+
+/// Quantizes one output channel into `q`; returns its scale.
+fn quantize_weight_row(w: &[f32], q: &mut [i8]) -> f32 {
+    let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = if amax > 0.0 { amax / WEIGHT_MAX } else { 1.0 };
+    let inv = 1.0 / scale;
+    for (q, v) in q.iter_mut().zip(w) {
+        *q = (v * inv).round_ties_even().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8;
+    }
+    scale
+}
+
+/// Quantizes one input row to codes `0..=max` with a zero point (asymmetric; the range always holds 0, so that
+/// zero maps to a code exactly); returns (scale, zero point).
+#[inline(always)]
+fn quantize_input_row(x: &[f32], q: &mut [u8], max: f32) -> (f32, u8) {
+    let (lo, hi) = x.iter().fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let scale = if hi > lo { (hi - lo) / max } else { 1.0 };
+    let inv = 1.0 / scale;
+    let zero = (-lo * inv).round_ties_even().clamp(0.0, max);
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (v * inv + zero).round_ties_even().clamp(0.0, max) as u8;
+    }
+    (scale, zero as u8)
+}
+
+/// `(acc − zero · code_sums[j]) · row_scale · scales[j]`, written over the accumulators as f32 bits.
+#[inline(always)]
+fn dequantize_row(acc: &mut [i32], (row_scale, zero): (f32, i32), scales: &[f32], code_sums: &[i32]) {
+    for ((a, s), c) in acc.iter_mut().zip(scales).zip(code_sums) {
+        *a = ((*a - zero * c) as f32 * (row_scale * s)).to_bits() as i32;
+    }
+}
+
+/// The candle op running [`Int8Weight::matmul`] on the input's storage.
+struct Int8MatMul<'a> {
+    weight: &'a Int8Weight,
+    isa: Isa,
+}
+
+impl Int8MatMul<'_> {
+    /// Quantizes `x`'s rows: the u8 codes, each row's scale and zero point.
+    fn quantize_input(&self, x: &[f32]) -> (Vec<u8>, Vec<f32>, Vec<u8>) {
+        let (k, max, isa) = (self.weight.in_dim, self.weight.input_max, self.isa);
+        let mut codes = vec![0u8; x.len()];
+        let (scales, zeros) = codes
+            .par_chunks_mut(k)
+            .zip(x.par_chunks(k))
+            .map(|(q, x)| {
+                dispatch!(isa, (x: &[f32], q: &mut [u8], max: f32) -> (f32, u8) { quantize_input_row(x, q, max) })
+            })
+            .unzip();
+        (codes, scales, zeros)
+    }
+
+    fn run(&self, x: &[f32]) -> std::result::Result<Vec<f32>, rten_gemm::GemmError> {
+        let (k, n) = (self.weight.in_dim, self.weight.out_dim());
+        let rows = x.len() / k;
+        let (codes, row_scales, zeros) = self.quantize_input(x);
+        let a = NdTensorView::from_data([rows, k], &codes[..]);
+        let mut acc: Vec<i32> = Vec::with_capacity(rows * n);
+        // Raw `Σ codes · weight codes`; the zero points are applied in the dequantization, not by rten-gemm, whose
+        // 0.27 row-zero-point path gave wrong rows beyond the first row tile (found by the test below).
+        let written = executor()
+            .gemm_uninit(
+                &mut acc.spare_capacity_mut()[..rows * n],
+                GemmInputA::Unpacked(a),
+                GemmInputB::Packed(&self.weight.packed),
+                GemmUninitOptions::default(),
+            )?
+            .len();
+        // SAFETY: `gemm_uninit` returned the first `rows · n` elements initialised (it errors otherwise), and the
+        // capacity is `rows · n`.
+        unsafe { acc.set_len(written) };
+        let isa = self.isa;
+        let (scales, sums) = (&self.weight.scales[..], &self.weight.code_sums[..]);
+        acc.par_chunks_mut(n)
+            .zip(row_scales.into_par_iter().zip(zeros))
+            .for_each(|(row, (s, z))| {
+                let sz = (s, i32::from(z));
+                dispatch!(isa, (row: &mut [i32], sz: (f32, i32), scales: &[f32], sums: &[i32]) {
+                    dequantize_row(row, sz, scales, sums)
+                })
+            });
+        Ok(bytemuck::cast_vec(acc))
+    }
+}
+
+impl CustomOp1 for Int8MatMul<'_> {
+    fn name(&self) -> &'static str {
+        "altclip-int8-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous(storage, layout, self.name())?;
+        let (rows, k) = layout.shape().dims2()?;
+        if k != self.weight.in_dim {
+            candle_core::bail!("{}: input width {k}, weight takes {}", self.name(), self.weight.in_dim);
+        }
+        let y = self
+            .run(x)
+            .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", self.name())))?;
+        Ok((CpuStorage::F32(y), Shape::from((rows, self.weight.out_dim()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::cpu::testing::{for_each_isa, values, wave};
+
+    /// `x Wᵀ` in f64 from the codes the kernel used, as the exact reference for the integer path.
+    fn reference(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize) -> Vec<f64> {
+        (0..rows)
+            .flat_map(|i| (0..n).map(move |j| (0..k).map(|t| f64::from(x[i * k + t]) * f64::from(w[j * k + t])).sum()))
+            .collect()
+    }
+
+    #[test]
+    fn every_isa_quantizes_and_dequantizes_alike() {
+        let x = values(&wave((6, 70), 3.0, 0.2, 0.5));
+        let w = Int8Weight::quantize(&wave((11, 70), 0.05, 0.3, 0.0)).unwrap();
+        let base = Isa::new(crate::kernels::cpu::Level::Baseline).unwrap();
+        let want = Int8MatMul { weight: &w, isa: base }.run(&x).unwrap();
+        for_each_isa("int8 quantize/dequantize", |isa| {
+            let got = Int8MatMul { weight: &w, isa }.run(&x).unwrap();
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{isa:?}"
+            );
+        });
+    }
+
+    #[test]
+    fn rows_round_trip_within_half_a_step() {
+        let x = [-1.5f32, 0.0, 0.25, 3.0, -0.75];
+        for max in [127.0, 255.0] {
+            let mut q = [0u8; 5];
+            let (scale, zero) = quantize_input_row(&x, &mut q, max);
+            assert_eq!(q[1], zero, "0 is exact");
+            for (v, c) in x.iter().zip(q) {
+                let back = (f32::from(c) - f32::from(zero)) * scale;
+                assert!((back - v).abs() <= 0.5 * scale + 1e-6, "{v} -> {back} (max {max})");
+            }
+        }
+        let mut q = [0i8; 5];
+        let scale = quantize_weight_row(&x, &mut q);
+        assert_eq!((scale, q[3]), (3.0 / 127.0, 127));
+    }
+
+    #[test]
+    fn matches_the_f64_product_of_its_codes_and_the_f32_product() {
+        // Widths that are not multiples of any tile, a row that is all zeros, and the towers' K.
+        for (rows, k, n) in [(3, 5, 7), (17, 64, 33), (9, 1024, 40)] {
+            let w = wave((n, k), 0.05, 0.3, 0.0);
+            let x = wave((rows, k), 2.0, 1.1, 0.3);
+            let x = x
+                .slice_assign(
+                    &[0..1, 0..k],
+                    &Tensor::zeros((1, k), DType::F32, &candle_core::Device::Cpu).unwrap(),
+                )
+                .unwrap();
+            let int8 = Int8Weight::quantize(&w).unwrap();
+            assert_eq!((int8.out_dim(), int8.in_dim()), (n, k));
+            let got = values(int8.matmul(&x).unwrap().as_tensor());
+            // The exact product of the dequantized operands bounds the kernel's own error (f32 dequantization).
+            let (xv, wv) = (values(&x), values(&w));
+            let mut codes = vec![0i8; n * k];
+            for (q, row) in codes.chunks_mut(k).zip(wv.chunks(k)) {
+                quantize_weight_row(row, q);
+            }
+            let wq = int8.dequantized(&codes);
+            let op = Int8MatMul {
+                weight: &int8,
+                isa: Isa::best(),
+            };
+            let (xc, xs, xz) = op.quantize_input(&xv);
+            let xq: Vec<f32> = xc
+                .chunks(k)
+                .zip(xs.iter().zip(&xz))
+                .flat_map(|(r, (s, z))| r.iter().map(move |&c| (f32::from(c) - f32::from(*z)) * s))
+                .collect();
+            let exact = reference(&xq, rows, k, &wq, n);
+            let full = reference(&xv, rows, k, &wv, n);
+            let scale = full.iter().fold(0f64, |m, v| m.max(v.abs()));
+            for (i, ((g, e), f)) in got.iter().zip(&exact).zip(&full).enumerate() {
+                assert!(
+                    (f64::from(*g) - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                    "{rows}x{k}x{n} [{i}]: {g} vs {e}"
+                );
+                assert!(
+                    (f64::from(*g) - f).abs() <= 2e-2 * scale,
+                    "{rows}x{k}x{n} [{i}]: {g} vs f32 {f}"
+                );
+            }
+            assert!(got[..n].iter().all(|&v| v == 0.0), "a zero row gives zeros");
+        }
+    }
+}
