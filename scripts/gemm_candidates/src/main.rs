@@ -319,7 +319,8 @@ fn check(
 }
 
 /// Times every candidate on one shape and prints one table row of GFLOP/s; appends the int8 error lines.
-fn run_shape(c: &Case, errors: &mut Vec<String>) -> Res<()> {
+/// Returns each column's speed over candle's matmul (None where a candidate was wrong).
+fn run_shape(c: &Case, errors: &mut Vec<String>) -> Res<Vec<Option<f64>>> {
     let f32_exec = GemmExecutor::<f32>::new();
     let i8_exec = GemmExecutor::<u8, i8, i32>::new();
     // vpmaddubsw (AVX2, AVX-512 without VNNI) saturates i16 pair sums: 7-bit activations, as fbgemm's reduce_range.
@@ -442,6 +443,15 @@ fn run_shape(c: &Case, errors: &mut Vec<String>) -> Res<()> {
         }
     }
     let secs = median_secs(&mut timed)?;
+    let candle = timed
+        .iter()
+        .zip(&secs)
+        .find(|(cand, _)| cand.0 == "candle matmul")
+        .map(|(_, &t)| t);
+    let speedup = COLUMNS.map(|col| {
+        let t = timed.iter().zip(&secs).find(|(cand, _)| cand.0 == col).map(|(_, &t)| t);
+        Some(candle? / t?)
+    });
     cells.extend(
         timed
             .iter()
@@ -450,7 +460,7 @@ fn run_shape(c: &Case, errors: &mut Vec<String>) -> Res<()> {
     );
     let order = COLUMNS.map(|col| cells.iter().find(|(l, _)| *l == col).map_or("?", |(_, v)| v.as_str()));
     println!("| {m}×{k}×{n} | {} |", order.join(" | "));
-    Ok(())
+    Ok(speedup.to_vec())
 }
 
 const COLUMNS: [&str; 9] = [
@@ -551,6 +561,7 @@ fn main() -> Res<()> {
             "| M×K×N | candidate | max abs vs f32 | min row cosine vs f32 | rel err vs f64 |".to_string(),
             "|---|---|---|---|---|".to_string(),
         ];
+        let mut speedups = Vec::new();
         for (group, m) in GROUPS {
             for attempt in 1.. {
                 while load1() > MAX_LOAD {
@@ -563,19 +574,32 @@ fn main() -> Res<()> {
                     COLUMNS.join(" | "),
                     "|---".repeat(COLUMNS.len())
                 );
-                let mut group_errors = Vec::new();
+                let (mut group_errors, mut group_speedups) = (Vec::new(), Vec::new());
                 for (k, n, _) in LAYERS {
-                    run_shape(&Case::new(m, k, n), &mut group_errors)?;
+                    group_speedups.push(run_shape(&Case::new(m, k, n), &mut group_errors)?);
                 }
                 println!("after: {}", uptime());
                 if load1() <= MAX_LOAD || attempt == 3 {
                     errors.extend(group_errors);
+                    speedups.extend(group_speedups);
                     break;
                 }
                 println!("load {:.2} > {MAX_LOAD} after the group: rerunning it", load1());
             }
         }
         println!("\n### int8 error\n{}", errors.join("\n"));
+        println!(
+            "\n### geometric mean speed over candle matmul, {} shapes",
+            speedups.len()
+        );
+        for (i, col) in COLUMNS.iter().enumerate() {
+            let ratios: Option<Vec<f64>> = speedups.iter().map(|s| s[i]).collect();
+            let geo = ratios.map(|r| (r.iter().map(|v| v.ln()).sum::<f64>() / r.len() as f64).exp());
+            println!(
+                "| {col} | {} |",
+                geo.map_or("wrong somewhere".to_string(), |g| format!("{g:.2}×"))
+            );
+        }
         Ok(())
     })
 }
