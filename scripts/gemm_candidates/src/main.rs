@@ -113,14 +113,6 @@ impl Out {
     }
 }
 
-/// An output buffer of `len` f32 that the GEMM fills completely (beta = 0 never reads it).
-fn uninit_out(len: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len);
-    // SAFETY: f32 has no invalid bit patterns and every caller overwrites all `len` elements before reading.
-    unsafe { v.set_len(len) };
-    v
-}
-
 /// Median seconds per candidate over `REPS` rounds after two warm-up rounds. Each round calls every candidate
 /// once, so a burst of load from other processes hits all of them alike.
 fn median_secs(ops: &mut [&mut Candidate]) -> Res<Vec<f64>> {
@@ -266,7 +258,7 @@ fn int8_linear(exec: &GemmExecutor<u8, i8, i32>, w: &Int8Weight, c: &Case, qmax:
     use rayon::prelude::*;
     let (xq, sx, zero) = quantize_rows(&c.x, c.k, qmax);
     let acc = int8_gemm(exec, w, &xq, c)?;
-    let mut y = uninit_out(c.m * c.n);
+    let mut y = vec![0f32; c.m * c.n];
     y.par_chunks_mut(c.n)
         .zip(acc.par_chunks(c.n))
         .zip(sx.par_iter().zip(&zero))
@@ -287,6 +279,37 @@ fn int8_error(y: &[f32], f: &[f32], n: usize) -> (f32, f64) {
         dot(a, b) / (dot(a, a) * dot(b, b)).sqrt()
     });
     (max_abs, cos.fold(1.0, f64::min))
+}
+
+/// `x·Wᵀ` with matrixmultiply, reading Wᵀ in place through strides (beta = 0, no bias).
+/// Outputs start zeroed, as candle allocates its matmul output (only rten's `gemm_uninit` can skip that).
+fn matrixmultiply_sgemm(c: &Case) -> Out {
+    let (m, k, n) = (c.m, c.k, c.n);
+    let mut y = vec![0f32; m * n];
+    let (x, w, out) = (c.x.as_ptr(), c.w.as_ptr(), y.as_mut_ptr());
+    let (k_, n_) = (k as isize, n as isize);
+    // SAFETY: x (M, K) and y (M, N) row-major, W (N, K) row-major read as Wᵀ (row stride 1, column stride K).
+    unsafe { matrixmultiply::sgemm(m, k, n, 1.0, x, k_, 1, w, 1, k_, 0.0, out, n_, 1) };
+    Out::Vec(y)
+}
+
+/// `x·Wᵀ` with gemmkit: Wᵀ through strides into row-major y, or a prepacked Wᵀ into column-major y (= yᵀ,
+/// the only layout `gemm_packed_b` accepts).
+fn gemmkit_gemm(c: &Case, packed: Option<&gemmkit::PackedRhs<f32>>) -> Out {
+    let (m, k, n) = (c.m, c.k, c.n);
+    let (mut y, par) = (vec![0f32; m * n], gemmkit::Parallelism::Rayon(THREADS));
+    let x = gemmkit::MatRef::from_row_major(&c.x, m, k);
+    match packed {
+        None => {
+            let w = gemmkit::MatRef::new(&c.w, k, n, 1, k as isize);
+            gemmkit::gemm(1.0, x, w, 0.0, gemmkit::MatMut::from_row_major(&mut y, m, n), par);
+            Out::Vec(y)
+        }
+        Some(p) => {
+            gemmkit::gemm_packed_b(1.0, x, p, 0.0, gemmkit::MatMut::from_col_major(&mut y, m, n), par);
+            Out::Transposed(y)
+        }
+    }
 }
 
 /// (label, whether it adds the bias itself, the op).
@@ -330,8 +353,7 @@ fn run_shape(c: &Case, errors: &mut Vec<String>) -> Res<Vec<Option<f64>>> {
     let wt = Tensor::from_slice(&c.w, (n, k), &Device::Cpu)?;
     let w_view = || Matrix::from_data([n, k], c.w.as_slice()).transposed();
     let packed = f32_exec.prepack_b(w_view());
-    let gk_w = || gemmkit::MatRef::new(&c.w, k, n, 1, k as isize);
-    let gk_packed = gemmkit::prepack_rhs(gk_w());
+    let gk_packed = gemmkit::prepack_rhs(gemmkit::MatRef::new(&c.w, k, n, 1, k as isize));
     let i8w = quantize_weight(&i8_exec, c);
     let qmm = QMatMul::from_qtensor(QTensor::quantize(&wt, GgmlDType::Q8_0)?)?;
     let (xq, _, _) = quantize_rows(&c.x, k, qmax);
@@ -347,7 +369,6 @@ fn run_shape(c: &Case, errors: &mut Vec<String>) -> Res<Vec<Option<f64>>> {
         unsafe { y.set_len(m * n) };
         Ok(Out::Vec(y))
     };
-    let par = gemmkit::Parallelism::Rayon(THREADS);
     let mut candidates: Vec<Candidate> = vec![
         ("rten packed", true, Box::new(|| rten(GemmInputB::Packed(&packed)))),
         (
@@ -356,61 +377,12 @@ fn run_shape(c: &Case, errors: &mut Vec<String>) -> Res<Vec<Option<f64>>> {
             Box::new(|| Ok(Out::Tensor(xt.matmul(&wt.t()?)?))),
         ),
         ("rten unpacked", true, Box::new(|| rten(GemmInputB::Unpacked(w_view())))),
-        (
-            "matrixmultiply",
-            false,
-            Box::new(|| {
-                let mut y = uninit_out(m * n);
-                let (x, w) = (c.x.as_ptr(), c.w.as_ptr());
-                // SAFETY: x (M, K) and y (M, N) row-major, W (N, K) row-major read as Wᵀ via strides; beta = 0.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        m,
-                        k,
-                        n,
-                        1.0,
-                        x,
-                        k as isize,
-                        1,
-                        w,
-                        1,
-                        k as isize,
-                        0.0,
-                        y.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    )
-                };
-                Ok(Out::Vec(y))
-            }),
-        ),
-        (
-            "gemmkit",
-            false,
-            Box::new(|| {
-                let mut y = uninit_out(m * n);
-                let x = gemmkit::MatRef::from_row_major(&c.x, m, k);
-                gemmkit::gemm(1.0, x, gk_w(), 0.0, gemmkit::MatMut::from_row_major(&mut y, m, n), par);
-                Ok(Out::Vec(y))
-            }),
-        ),
-        // gemmkit only consumes a packed B into a column-major C, i.e. it writes yᵀ.
+        ("matrixmultiply", false, Box::new(|| Ok(matrixmultiply_sgemm(c)))),
+        ("gemmkit", false, Box::new(|| Ok(gemmkit_gemm(c, None)))),
         (
             "gemmkit packed, yᵀ out",
             false,
-            Box::new(|| {
-                let mut y = uninit_out(m * n);
-                let x = gemmkit::MatRef::from_row_major(&c.x, m, k);
-                gemmkit::gemm_packed_b(
-                    1.0,
-                    x,
-                    &gk_packed,
-                    0.0,
-                    gemmkit::MatMut::from_col_major(&mut y, m, n),
-                    par,
-                );
-                Ok(Out::Transposed(y))
-            }),
+            Box::new(|| Ok(gemmkit_gemm(c, Some(&gk_packed)))),
         ),
         (
             "int8 whole op",
@@ -421,23 +393,25 @@ fn run_shape(c: &Case, errors: &mut Vec<String>) -> Res<Vec<Option<f64>>> {
     ];
     // The integer kernel alone, on activations quantized beforehand; its i32 output must be exact.
     let bad = int8_mismatches(&int8_gemm(&i8_exec, &i8w, &xq, c)?, &xq, c, &i8w);
-    let mut cells = vec![("int8 GEMM only", format!("WRONG (rows {bad:?})"))];
+    let mut cells = Vec::new();
     if bad.is_empty() {
-        cells.clear();
         candidates.push((
             "int8 GEMM only",
             false,
             Box::new(|| int8_gemm(&i8_exec, &i8w, &xq, c).map(|_| Out::Vec(Vec::new()))),
         ));
+    } else {
+        cells.push(("int8 GEMM only", format!("WRONG (rows {bad:?})")));
     }
     let mut f32_out = Vec::new();
     let mut timed = Vec::new();
     for cand in candidates.iter_mut() {
-        match if cand.0 == "int8 GEMM only" {
+        let verdict = if cand.0 == "int8 GEMM only" {
             None
         } else {
             check(c, cand, &mut f32_out, errors)?
-        } {
+        };
+        match verdict {
             Some(wrong) => cells.push((cand.0, wrong)),
             None => timed.push(cand),
         }
