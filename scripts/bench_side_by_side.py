@@ -12,6 +12,9 @@ The mixed-length batch: 32 lengths drawn (seed 0) from a log-normal fitted to CO
 XLM-R tokens incl. <s>/</s>, long tail to 60), PyTorch padding to the longest as users do; the Rust side is timed
 padded the same way and with the crate's padding-aware batching (`TextBatching::default()`, results in input
 order). `--features mkl` builds the Rust side with Intel MKL's GEMM (see BENCHMARKS.md for where MKL comes from).
+`--quantize` (default `int8`) adds the crate's quantized models; with `int8` among them PyTorch's own dynamic int8
+(`torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)`) is timed beside it. The CPU model
+and the flags that pick kernels (AVX2/FMA, AVX-512F, VNNI, AMX) head the output.
 """
 
 import argparse
@@ -129,7 +132,7 @@ def time_reps(reps, f):
     return out
 
 
-def torch_run(model_dir, reps, threads, mixed, only):
+def torch_run(model_dir, reps, threads, mixed, only, int8=False):
     import torch
     from transformers import AltCLIPModel
 
@@ -140,21 +143,31 @@ def torch_run(model_dir, reps, threads, mixed, only):
     res.append(dict(side="torch", workload="gemm_1024x4096x4096", items=1,
                     times=time_reps(5, lambda: torch.nn.functional.linear(a, w))))
     model = AltCLIPModel.from_pretrained(model_dir).eval()
+    res += torch_workloads(torch, model, "torch", reps, mixed, only)
+    if int8:  # PyTorch's own dynamic int8 (fbgemm/x86 engine): nn.Linear weights int8, activations per call
+        qmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        res += torch_workloads(torch, qmodel, "torch_int8", reps, mixed, only)
+    return res
+
+
+def torch_workloads(torch, model, side, reps, mixed, only):
+    """Times `model` on every workload of the table (those in `only`), as `side`."""
+    res = []
     wanted = lambda n: only is None or n in only.split(",")
     with torch.inference_mode():
         for b in (1, 8):
             if wanted(f"vision_b{b}"):
                 px = torch.rand(b, 3, 224, 224) * 2 - 1
-                res.append(dict(side="torch", workload=f"vision_b{b}", items=b,
+                res.append(dict(side=side, workload=f"vision_b{b}", items=b,
                                 times=time_reps(reps, lambda: model.get_image_features(pixel_values=px))))
         for b, s in ((1, 77), (8, 77), (32, 16)):
             if wanted(f"text_b{b}x{s}"):
                 ids, mask = text_batch(torch, [s] * b, s)
-                res.append(dict(side="torch", workload=f"text_b{b}x{s}", items=b, times=time_reps(
+                res.append(dict(side=side, workload=f"text_b{b}x{s}", items=b, times=time_reps(
                     reps, lambda: model.get_text_features(input_ids=ids, attention_mask=mask))))
         if wanted("text_mixed"):
             ids, mask = text_batch(torch, mixed, max(mixed))
-            res.append(dict(side="torch", workload="text_mixed_padded", items=len(mixed), times=time_reps(
+            res.append(dict(side=side, workload="text_mixed_padded", items=len(mixed), times=time_reps(
                 reps, lambda: model.get_text_features(input_ids=ids, attention_mask=mask))))
     return res
 
@@ -165,6 +178,22 @@ def json_lines(cmd, env=None, optional=False):
     if run.returncode:
         print(f"# skipped: {' '.join(cmd[:2])} ... exited with {run.returncode}", file=sys.stderr)
     return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+
+
+def cpu_line():
+    """The CPU model and the flags that decide which kernels run (lscpu / /proc/cpuinfo)."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "unknown CPU":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ["avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16"]
+    return f"{model}, {os.cpu_count()} logical CPUs; " + " ".join(f"{x} {'yes' if x in flags else 'no'}" for x in wanted)
 
 
 def main():
@@ -179,7 +208,9 @@ def main():
     p.add_argument("--features", default=None, help="cargo features of the Rust build, e.g. mkl")
     p.add_argument("--onnx-dir", default=None,
                    help="ONNX Runtime column: the output of `scripts/bench_onnx.py export <model_dir> <onnx_dir>`")
-    p.add_argument("--quantize", default=None, help="also time quantized candle models, e.g. q8_0,q4k")
+    p.add_argument("--quantize", default="int8",
+                   help="also time quantized candle models (default int8, with PyTorch's quantize_dynamic int8 "
+                        "beside it), e.g. int8,q8_0,q4k; '' for none")
     p.add_argument("--half", default=None, help="also time candle in these dtypes, e.g. bf16,f16")
     p.add_argument("--from-json", default=None, help="only print the table of an earlier --json")
     p.add_argument("--baseline-label", default="candle before",
@@ -190,9 +221,10 @@ def main():
     if a.from_json:
         with open(a.from_json) as f:
             saved = json.load(f)
-        return report(saved["results"], saved["mixed"], a)
+        return report(saved["results"], saved["mixed"], a, saved.get("cpu"))
 
     mixed = mixed_lengths()
+    print(f"# CPU: {cpu_line()}", file=sys.stderr)
     print(f"# load average before: {os.getloadavg()}", file=sys.stderr)
     print(f"# mixed lengths: {mixed} (longest {max(mixed)}, mean {sum(mixed) / len(mixed):.1f})", file=sys.stderr)
     run_args = ["run", a.model_dir, str(a.reps), ",".join(map(str, mixed))] + ([a.only] if a.only else [])
@@ -212,7 +244,8 @@ def main():
         for r in json_lines([before] + run_args, rust_env(a.threads)):
             r["side"] = "before"
             results.append(r)
-    results += torch_run(a.model_dir, a.reps, a.threads, mixed, a.only)
+    quantize = [q for q in (a.quantize or "").split(",") if q]
+    results += torch_run(a.model_dir, a.reps, a.threads, mixed, a.only, int8="int8" in quantize)
     onnx_script = [sys.executable, os.path.join(HERE, "bench_onnx.py")]
     if a.onnx_dir:  # its own process: ORT's thread pool must not share a process with torch's
         results += json_lines(onnx_script + ["run", a.onnx_dir, "--reps", str(a.reps), "--threads", str(a.threads)]
@@ -226,11 +259,12 @@ def main():
     print(f"# load average after: {os.getloadavg()}", file=sys.stderr)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(dict(results=results, mixed=mixed), f, indent=1)
+            json.dump(dict(results=results, mixed=mixed, cpu=cpu_line()), f, indent=1)
     report(results, mixed, a)
 
 
-def report(results, mixed, a):
+def report(results, mixed, a, cpu=None):
+    print(f"CPU: {cpu or cpu_line()}\n")
     by = {(r["side"], r["workload"]): r for r in results}
     # Best of the repetitions: on a shared machine the minimum is the least contaminated estimate.
     best = lambda r: min(r["times"]) / r["items"]
@@ -253,13 +287,15 @@ def report(results, mixed, a):
             ("text_mixed", f"mixed captions ×{len(mixed)}, candle length-bucketed", "text_mixed_padded",
              "text_mixed_bucketed")]
     quant = sorted({side for side, _ in by if side.startswith("candle_")})  # quantized and f16/bf16 runs
+    torch8 = any(side == "torch_int8" for side, _ in by)
     extra = [s for s in ("onnx", "before") if any(side == s for side, _ in by)]
     names = {"onnx": "ONNX Runtime", "before": a.baseline_label}
     print("| workload | PyTorch s/item | " + "".join(f"{names[s]} s/item | " for s in extra)
           + "candle s/item | candle vs PyTorch | " + ("candle vs faster of PyTorch/ONNX | " if "onnx" in extra else "")
           + "PyTorch GFLOP/s (% of its GEMM) | candle GFLOP/s (% of its GEMM) | "
-          + "".join(f"{q[7:].upper()} s/item (vs PyTorch) | " for q in quant))
-    print("|---" * (6 + len(extra) + ("onnx" in extra) + len(quant)) + "|")
+          + "".join(f"{q[7:].upper()} s/item (vs PyTorch) | " for q in quant)
+          + ("PyTorch INT8 s/item | candle INT8 vs PyTorch INT8 | " if torch8 else ""))
+    print("|---" * (6 + len(extra) + ("onnx" in extra) + len(quant) + 2 * bool(torch8)) + "|")
     for key, label, tw, cw in rows:
         t, c = by.get(("torch", tw)), by.get(("candle", cw))
         if not t or not c:
@@ -279,6 +315,10 @@ def report(results, mixed, a):
         for q in quant:
             r = by.get((q, cw))
             line += f"{best(r):.4f} ({ts / best(r):.2f}×) | " if r else "– | "
+        if torch8:
+            t8, c8 = by.get(("torch_int8", tw)), by.get(("candle_int8", cw))
+            line += f"{best(t8):.4f} | " if t8 else "– | "
+            line += f"{best(t8) / best(c8):.2f}× | " if t8 and c8 else "– | "
         print(line)
     load = {s: by.get((s, "load")) for s in ("torch", "onnx", "candle")}
     if load["torch"] and load["candle"]:
