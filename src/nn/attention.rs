@@ -4,7 +4,8 @@ use candle_core::{DType, Tensor};
 
 use super::Linear;
 use crate::error::{Error, Result};
-use crate::kernels::{cpu, Fresh};
+use crate::kernels::cpu::{self, Rhs};
+use crate::kernels::Fresh;
 
 /// Multi-head self-attention with q, k and v fused into one projection at load time.
 #[derive(Debug, Clone)]
@@ -56,8 +57,15 @@ impl SelfAttention {
         let ctx = if q.device().is_metal() {
             metal_sdpa(&q, &k, &v, mask, self.scale)?
         } else {
-            let probs = scaled_masked_softmax(Fresh::matmul(&q, &k.t()?)?, self.scale, mask)?;
-            probs.matmul(&v)?
+            let scores = match cpu::try_batched_matmul(&q, &k, Rhs::Transposed)? {
+                Some(scores) => scores,
+                None => Fresh::matmul(&q, &k.t()?)?,
+            };
+            let probs = scaled_masked_softmax(scores, self.scale, mask)?;
+            match cpu::try_batched_matmul(&probs, &v, Rhs::AsIs)? {
+                Some(ctx) => ctx.into_tensor(),
+                None => probs.matmul(&v)?,
+            }
         };
         self.out.forward(&ctx.transpose(1, 2)?.reshape((b, s, hidden))?)
     }

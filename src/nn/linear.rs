@@ -33,7 +33,10 @@ impl ProjectionWeight {
     /// `x Wᵀ` for `x` (rows, in), in `x`'s dtype.
     fn matmul(&self, x: &Tensor) -> Result<Fresh> {
         match self {
-            Self::Dense(w) => Fresh::matmul(x, &w.t()?),
+            Self::Dense(w) => match cpu::try_matmul_t(x, w)? {
+                Some(y) => Ok(y),
+                None => Fresh::matmul(x, &w.t()?),
+            },
             // candle's quantized matmul quantizes the activations to 8 bits per row, then integer dot products.
             Self::Quantized(q) => Fresh::qmatmul(q, x),
             Self::Int8(w) => w.matmul(x),
@@ -200,26 +203,34 @@ mod tests {
                 (Some(Activation::Gelu), 1.5e-6),
                 (Some(Activation::QuickGelu), 1e-6),
             ] {
-                let y = layer.weight.matmul(&x2).unwrap();
-                assert!(cpu::try_bias_act(y.as_tensor(), layer.bias.as_ref(), act)
-                    .unwrap()
-                    .is_some());
-                let biased = y
-                    .into_tensor()
-                    .broadcast_add(layer.bias.as_ref().unwrap().tensor())
-                    .unwrap();
-                let generic = match act {
-                    Some(act) => act.forward_generic(&biased).unwrap(),
-                    None => biased,
+                // Generic bias + activation (candle ops) over a given product.
+                let generic_over = |y: Fresh| {
+                    assert!(cpu::try_bias_act(y.as_tensor(), layer.bias.as_ref(), act)
+                        .unwrap()
+                        .is_some());
+                    let biased = y
+                        .into_tensor()
+                        .broadcast_add(layer.bias.as_ref().unwrap().tensor())
+                        .unwrap();
+                    let y = match act {
+                        Some(act) => act.forward_generic(&biased).unwrap(),
+                        None => biased,
+                    };
+                    let mut out = lead.clone();
+                    out.push(cols_out);
+                    y.reshape(out).unwrap()
                 };
-                let mut out = lead.clone();
-                out.push(cols_out);
-                let generic = generic.reshape(out).unwrap();
+                // The fused layer (rten-gemm's product, fused epilogue) against the generic epilogue over the same
+                // product.
                 let fused = layer.forward_act(&x, act).unwrap();
-                assert_close(&format!("{act:?} {lead:?}"), &fused, &generic, tol);
-                // With the generic path forced, the layer runs exactly those candle ops.
+                let want = generic_over(layer.weight.matmul(&x2).unwrap());
+                assert_close(&format!("{act:?} {lead:?}"), &fused, &want, tol);
+                // With the generic path forced, the layer runs exactly the candle ops: candle's matmul, then those.
+                let generic = generic_over(with_kernels(Kernels::Generic, || layer.weight.matmul(&x2).unwrap()));
                 let forced = with_kernels(Kernels::Generic, || layer.forward_act(&x, act).unwrap());
                 assert_eq!(bits(&forced), bits(&generic), "{act:?} {lead:?} forced generic");
+                // The two GEMMs agree to f32 rounding.
+                assert_close(&format!("{act:?} {lead:?} GEMMs"), &fused, &generic, 2e-6);
             }
         }
     }

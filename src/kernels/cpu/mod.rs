@@ -1,6 +1,7 @@
-//! f32 CPU kernels for the elementwise work around the GEMMs — bias + activation, scaled masked softmax, layer norm —
-//! each one parallel (rayon) pass written so that LLVM vectorises it, compiled for AVX-512 / AVX2+FMA / baseline and
-//! picked at run time ([`Isa`], `dispatch!`). Called only by `crate::nn`, through the `try_…` functions re-exported here.
+//! CPU kernels: the projections' f32 GEMM and dynamic-int8 GEMM (through `rten-gemm`), and the elementwise work
+//! around them — bias + activation, scaled masked softmax, layer norm — each one parallel (rayon) pass written so
+//! that LLVM vectorises it, compiled for AVX-512 / AVX2+FMA / baseline and picked at run time ([`Isa`],
+//! `dispatch!`). Called only by `crate::nn`, through the `try_…` functions and types re-exported here.
 
 use std::sync::Arc;
 
@@ -41,12 +42,14 @@ macro_rules! dispatch {
 }
 
 mod bias_act;
+mod gemm;
 mod int8;
 mod layer_norm;
 mod math;
 mod softmax;
 
 pub(crate) use bias_act::try_bias_act;
+pub(crate) use gemm::{try_batched_matmul, try_matmul_t, Rhs};
 pub(crate) use int8::Int8Weight;
 pub(crate) use isa::{Isa, Level};
 pub(crate) use layer_norm::try_layer_norm;
@@ -250,7 +253,7 @@ mod tests {
     use crate::kernels::Kernels;
 
     /// Which of the three kernels accept inputs they all fit, under `kernels`.
-    fn accepted(kernels: Kernels) -> [bool; 3] {
+    fn accepted(kernels: Kernels) -> [bool; 4] {
         let y = wave((3, 8), 2.0, 0.0, 0.0);
         let (w, b) = (
             Param::new(wave(8, 0.3, 0.2, 1.0)).unwrap(),
@@ -263,6 +266,7 @@ mod tests {
                 try_bias_act(&y, Some(&b), Some(Activation::Gelu)).unwrap().is_some(),
                 try_scaled_masked_softmax(&scores, 0.5, Some(&mask)).unwrap().is_some(),
                 try_layer_norm(&y, Some(&y), &w, &b, 1e-5).unwrap().is_some(),
+                try_batched_matmul(&scores, &scores, Rhs::Transposed).unwrap().is_some(),
             ]
         })
     }
@@ -271,13 +275,13 @@ mod tests {
     fn the_generic_switch_makes_every_try_decline() {
         assert_eq!(
             accepted(Kernels::Fused),
-            [true; 3],
-            "bias_act, softmax, layer_norm take these inputs"
+            [true; 4],
+            "bias_act, softmax, layer_norm, batched_matmul take these inputs"
         );
         assert_eq!(
             accepted(Kernels::Generic),
-            [false; 3],
-            "bias_act, softmax, layer_norm decline"
+            [false; 4],
+            "bias_act, softmax, layer_norm, batched_matmul decline"
         );
     }
 }
