@@ -286,7 +286,8 @@ def report(results, mixed, a, cpu=None):
             ("text_mixed", f"mixed captions ×{len(mixed)}, padded", "text_mixed_padded", "text_mixed_padded"),
             ("text_mixed", f"mixed captions ×{len(mixed)}, candle length-bucketed", "text_mixed_padded",
              "text_mixed_bucketed")]
-    quant = sorted({side for side, _ in by if side.startswith("candle_")})  # quantized and f16/bf16 runs
+    # Quantized and f16/bf16 runs that timed a workload (the `gemm` probe alone makes no column).
+    quant = sorted({side for side, w in by if side.startswith("candle_") and not w.startswith("gemm")})
     torch8 = any(side == "torch_int8" for side, _ in by)
     extra = [s for s in ("onnx", "before") if any(side == s for side, _ in by)]
     names = {"onnx": "ONNX Runtime", "before": a.baseline_label}
