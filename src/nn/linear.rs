@@ -104,20 +104,7 @@ impl Linear {
             return Ok(false);
         };
         self.weight = match quantization {
-            Quantization::Int8 => {
-                if !weight.device().is_cpu() || weight.dtype() != DType::F32 {
-                    return Err(Error::invalid_argument(
-                        "quantization",
-                        format!(
-                            "int8 runs on the CPU with f32 activations, not {:?} on {:?}: load in f32 on the CPU, \
-                             or use a GGML format",
-                            weight.dtype(),
-                            weight.device()
-                        ),
-                    ));
-                }
-                ProjectionWeight::Int8(Arc::new(Int8Weight::quantize(weight)?))
-            }
+            Quantization::Int8 => ProjectionWeight::Int8(Arc::new(Int8Weight::quantize(weight)?)),
             Quantization::Ggml(dtype) => {
                 if !weight.dims2()?.1.is_multiple_of(dtype.block_size()) {
                     return Ok(false);

@@ -22,70 +22,25 @@ pub(crate) fn try_matmul_t(x: &Tensor, weight: &Tensor) -> Result<Option<Fresh>>
     matmul_t_where_it_applies(x, weight)
 }
 
-/// [`try_matmul_t`] without the CPU check, so that every CPU tests the kernel.
+/// [`try_matmul_t`] without the CPU check, so that every CPU tests the kernel: the batched product over no
+/// leading dims (one `gemm_uninit` inside rten).
 fn matmul_t_where_it_applies(x: &Tensor, weight: &Tensor) -> Result<Option<Fresh>> {
-    if kernels::selected()? == Kernels::Generic
-        || !x.device().is_cpu()
-        || !weight.device().is_cpu()
-        || x.dtype() != DType::F32
-        || weight.dtype() != DType::F32
-        || x.rank() != 2
-        || weight.rank() != 2
-    {
+    if !applies(x, weight)? || x.rank() != 2 || weight.rank() != 2 {
         return Ok(None);
     }
-    let x = x.contiguous()?;
-    let weight = weight.contiguous()?;
-    Ok(Some(Fresh::custom(x.apply_op2_no_bwd(&weight, &MatMulT)?)))
+    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
+    Ok(Some(Fresh::custom(
+        x.apply_op2_no_bwd(&weight, &BatchedMatMul(Rhs::Transposed))?,
+    )))
 }
 
-/// The candle op: `lhs` (m, k) times the transpose of `rhs` (n, k).
-struct MatMulT;
-
-impl CustomOp2 for MatMulT {
-    fn name(&self) -> &'static str {
-        "altclip-matmul-t"
-    }
-
-    fn cpu_fwd(
-        &self,
-        x_storage: &CpuStorage,
-        x_layout: &Layout,
-        w_storage: &CpuStorage,
-        w_layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, w) = (
-            contiguous(x_storage, x_layout, self.name())?,
-            contiguous(w_storage, w_layout, self.name())?,
-        );
-        let ((m, k), (n, kw)) = (x_layout.shape().dims2()?, w_layout.shape().dims2()?);
-        if k != kw {
-            candle_core::bail!("{}: input width {k}, weight takes {kw}", self.name());
-        }
-        let y = matmul_t(x, w, (m, k, n)).map_err(|e| candle_core::Error::Msg(format!("{}: {e}", self.name())))?;
-        Ok((CpuStorage::F32(y), Shape::from((m, n))))
-    }
-}
-
-/// `x Wᵀ` into new storage, written once (no zero fill).
-fn matmul_t(x: &[f32], w: &[f32], (m, k, n): (usize, usize, usize)) -> std::result::Result<Vec<f32>, String> {
-    let a = NdTensorView::from_data([m, k], x);
-    // Wᵀ (k, n) as a strided view of the (n, k) rows.
-    let b = NdTensorView::from_data_with_strides([k, n], w, [1, k]).map_err(|e| format!("{e:?}"))?;
-    let mut y: Vec<f32> = Vec::with_capacity(m * n);
-    let written = GemmExecutor::<f32>::new()
-        .gemm_uninit(
-            &mut y.spare_capacity_mut()[..m * n],
-            GemmInputA::Unpacked(a),
-            GemmInputB::Unpacked(b),
-            GemmUninitOptions::default(),
-        )
-        .map_err(|e| e.to_string())?
-        .len();
-    // SAFETY: `gemm_uninit` returned the first `m · n` elements initialised (it errors otherwise), and the capacity
-    // is `m · n`.
-    unsafe { y.set_len(written) };
-    Ok(y)
+/// What both products need: the fused kernels allowed, both operands f32 on the CPU.
+fn applies(a: &Tensor, b: &Tensor) -> Result<bool> {
+    Ok(kernels::selected()? == Kernels::Fused
+        && a.device().is_cpu()
+        && b.device().is_cpu()
+        && a.dtype() == DType::F32
+        && b.dtype() == DType::F32)
 }
 
 /// Whether `b`'s last two dims are to be read transposed.
@@ -101,22 +56,14 @@ pub(crate) enum Rhs {
 /// products, as one parallel loop over batch × heads (candle's batched matmul runs them one after another, each
 /// too small to keep the cores busy) — or `None` where it does not apply.
 pub(crate) fn try_batched_matmul(a: &Tensor, b: &Tensor, rhs: Rhs) -> Result<Option<Fresh>> {
-    if kernels::selected()? == Kernels::Generic
-        || !a.device().is_cpu()
-        || !b.device().is_cpu()
-        || a.dtype() != DType::F32
-        || b.dtype() != DType::F32
-        || a.rank() < 3
-        || a.rank() != b.rank()
-        || !a.is_contiguous()
-        || !b.is_contiguous()
-    {
+    if !applies(a, b)? || a.rank() < 3 || a.rank() != b.rank() || !a.is_contiguous() || !b.is_contiguous() {
         return Ok(None);
     }
     Ok(Some(Fresh::custom(a.apply_op2_no_bwd(b, &BatchedMatMul(rhs))?)))
 }
 
-/// The candle op behind [`try_batched_matmul`].
+/// The candle op behind [`try_batched_matmul`] and [`try_matmul_t`]: `a · b` or `a · bᵀ` over the leading dims
+/// (none for a plain matrix product).
 struct BatchedMatMul(Rhs);
 
 impl CustomOp2 for BatchedMatMul {
@@ -146,7 +93,7 @@ impl CustomOp2 for BatchedMatMul {
             candle_core::bail!("{}: cannot multiply {ad:?} by {bd:?} ({:?})", self.name(), self.0);
         }
         let batch: usize = ad[..r - 2].iter().product();
-        let y = batched(a, b, batch, (m, k, n), self.0)
+        let y = matmul(a, b, batch, (m, k, n), self.0)
             .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", self.name())))?;
         let mut dims = ad[..r - 2].to_vec();
         dims.extend([m, n]);
@@ -154,7 +101,8 @@ impl CustomOp2 for BatchedMatMul {
     }
 }
 
-fn batched(
+/// The `batch` products into new storage, written once (no zero fill).
+fn matmul(
     a: &[f32],
     b: &[f32],
     batch: usize,

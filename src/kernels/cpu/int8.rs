@@ -45,21 +45,23 @@ fn executor() -> GemmExecutor<u8, i8, i32> {
 }
 
 impl Int8Weight {
-    /// Quantizes and packs `weight` (out, in) f32 on the CPU: per row, `scale = max|w| / 127`,
+    /// Quantizes and packs `weight` (out, in), f32 on the CPU (anything else is `Error::InvalidArgument`): per row, `scale = max|w| / 127`,
     /// `q = round(w / scale)` (ties to even).
     pub(crate) fn quantize(weight: &Tensor) -> Result<Self> {
         let (out_dim, in_dim) = weight.dims2()?;
-        if !weight.device().is_cpu() || out_dim == 0 || in_dim == 0 {
+        if !weight.device().is_cpu() || weight.dtype() != DType::F32 || out_dim == 0 || in_dim == 0 {
             return Err(Error::invalid_argument(
                 "quantization",
                 format!(
-                    "int8 takes a non-empty weight on the CPU, got {:?} on {:?}",
+                    "int8 runs on the CPU with f32 activations and takes a non-empty weight, not {:?} {:?} on \
+                     {:?}: load in f32 on the CPU, or use a GGML format",
                     weight.dims(),
+                    weight.dtype(),
                     weight.device()
                 ),
             ));
         }
-        let w = weight.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let w = weight.flatten_all()?.to_vec1::<f32>()?;
         let mut q = vec![0i8; w.len()];
         let scales: Vec<f32> = q
             .par_chunks_mut(in_dim)
