@@ -7,8 +7,9 @@
 //! cargo run --release --example bench_side_by_side -- run <dir> <reps> <mixed lengths, comma-separated> [workloads]
 //! ```
 //!
-//! `load`: time from nothing to the first text embedding (`AltClipModel::from_dir` + one 16-token text), then to
-//! the first image embedding, and the peak RSS (`VmHWM`). `run`: per workload, one warm-up then `reps` timed
+//! `load`: time from nothing to the first text embedding (`AltClipModel::from_dir_quantized` + one 16-token text),
+//! then to the first image embedding, and the peak RSS (`VmHWM`); with `$ALTCLIP_BENCH_QUANTIZE`, quantized as it
+//! loads. `run`: per workload, one warm-up then `reps` timed
 //! repetitions of `get_image_features` / `get_text_features` on deterministic inputs (the values do not change
 //! the work). The mixed-length batch is timed twice: padded to its longest text (what PyTorch users do) and
 //! sorted by length and padded per bucket, results returned in input order.
@@ -179,10 +180,10 @@ fn gemm() -> Result<()> {
     Ok(())
 }
 
-fn load(dir: &str) -> Result<()> {
+fn load(dir: &str, quant: Option<Quantization>) -> Result<()> {
     let device = Device::Cpu;
     let t = Instant::now();
-    let model = AltClipModel::from_dir(dir, DType::F32, &device).context("loading")?;
+    let model = AltClipModel::from_dir_quantized(dir, DType::F32, &device, quant).context("loading")?;
     let loaded = t.elapsed().as_secs_f64();
     let (ids, mask) = text_batch(&[16], 16, &device)?;
     model.get_text_features(&ids, Some(&mask))?.to_vec2::<f32>()?;
@@ -192,8 +193,9 @@ fn load(dir: &str) -> Result<()> {
         .to_vec2::<f32>()?;
     let first_image = t.elapsed().as_secs_f64();
     println!(
-        "{{\"side\":\"candle\",\"workload\":\"load\",\"load_s\":{loaded:.4},\"first_text_s\":{first_text:.4},\
+        "{{\"side\":\"{}\",\"workload\":\"load\",\"load_s\":{loaded:.4},\"first_text_s\":{first_text:.4},\
          \"first_image_s\":{first_image:.4},\"peak_rss\":{}}}",
+        quant_side(quant),
         peak_rss_bytes().unwrap_or(0)
     );
     Ok(())
@@ -300,9 +302,10 @@ fn run(
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let quant = parse_quantization(&std::env::var("ALTCLIP_BENCH_QUANTIZE").unwrap_or_default())?;
     match args.first().map(String::as_str) {
         Some("gemm") => gemm(),
-        Some("load") if args.len() == 2 => load(&args[1]),
+        Some("load") if args.len() == 2 => load(&args[1], quant),
         Some("run") if args.len() >= 4 => {
             let reps: usize = args[2].parse().context("reps")?;
             let mixed = args[3]
@@ -310,7 +313,6 @@ fn main() -> Result<()> {
                 .filter(|s| !s.is_empty())
                 .map(|s| s.parse::<usize>().context("mixed lengths"))
                 .collect::<Result<Vec<_>>>()?;
-            let quant = parse_quantization(&std::env::var("ALTCLIP_BENCH_QUANTIZE").unwrap_or_default())?;
             let dtype = parse_dtype(&std::env::var("ALTCLIP_BENCH_DTYPE").unwrap_or_else(|_| "f32".into()))?;
             run(&args[1], reps, &mixed, args.get(4).map(String::as_str), quant, dtype)
         }

@@ -13,7 +13,7 @@ use crate::nn::Linear;
 use crate::options::Quantization;
 use crate::text_model::{AltClipTextModel, TextModelOutput, TEXT_PREFIX};
 use crate::vision_model::{AltClipVisionModel, VisionModelOutput, VISION_PREFIX};
-use crate::weights::{Checkpoint, CheckpointView};
+use crate::weights::CheckpointView;
 
 /// What [`AltClipModel::forward`] returns (`AltCLIPOutput`).
 #[derive(Debug, Clone)]
@@ -62,9 +62,14 @@ impl AltClipModel {
     pub fn new(cfg: &AltClipConfig, w: &CheckpointView) -> Result<Self> {
         cfg.validate()?;
         let p = cfg.projection_dim;
+        // Both towers load at once (each loads its layers in parallel too: see `tower::load_layers`).
+        let (text_model, vision_model) = rayon::join(
+            || AltClipTextModel::new(&cfg.text_config, &w.pp(TEXT_PREFIX)),
+            || AltClipVisionModel::new(&cfg.vision_config, &w.pp(VISION_PREFIX)),
+        );
         Ok(Self {
-            text_model: AltClipTextModel::new(&cfg.text_config, &w.pp(TEXT_PREFIX))?,
-            vision_model: AltClipVisionModel::new(&cfg.vision_config, &w.pp(VISION_PREFIX))?,
+            text_model: text_model?,
+            vision_model: vision_model?,
             text_projection: Linear::load_no_bias(&w.pp("text_projection"), cfg.text_config.project_dim, p)?,
             visual_projection: Linear::load_no_bias(&w.pp("visual_projection"), cfg.vision_config.hidden_size, p)?,
             logit_scale: w.get_f32((), "logit_scale")?,
@@ -75,12 +80,22 @@ impl AltClipModel {
     /// Loads from a local model directory: `config.json` plus `model.safetensors` (single or sharded) or
     /// `pytorch_model.bin`.
     pub fn from_dir(dir: impl AsRef<Path>, dtype: DType, device: &Device) -> Result<Self> {
+        Self::from_dir_quantized(dir, dtype, device, None)
+    }
+
+    /// [`AltClipModel::from_dir`], quantizing each encoder layer as it loads (see
+    /// [`CheckpointView::with_quantization`]): the same model as `from_dir` then [`AltClipModel::quantize`],
+    /// without ever holding all the f32 projections.
+    pub fn from_dir_quantized(
+        dir: impl AsRef<Path>,
+        dtype: DType,
+        device: &Device,
+        quantization: Option<Quantization>,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg = AltClipConfig::from_file(dir.join(crate::files::CONFIG_FILE))?;
-        let checkpoint = Checkpoint::from_dir(dir)?;
-        // Both towers use (nearly) every tensor: read them all at once, in parallel.
-        checkpoint.preload()?;
-        Self::new(&cfg, &CheckpointView::new(checkpoint, dtype, device))
+        let w = CheckpointView::from_dir(dir, dtype, device)?.with_quantization(quantization);
+        Self::new(&cfg, &w)
     }
 
     /// The configuration the model was built with.
@@ -114,12 +129,15 @@ impl AltClipModel {
     }
 
     /// Quantizes both towers' encoder projections (q/k/v, attention output, MLP; 4 × 24 + 4 × 24 matrices for
-    /// BAAI/AltCLIP). Embeddings, norms and the final projections stay in the loaded dtype. Returns how many
-    /// projections were quantized.
+    /// BAAI/AltCLIP). Norms, the final projections and the embeddings (but int8's token table) stay in the loaded
+    /// dtype. Returns how many projections were quantized.
     ///
     /// - [`Quantization::Int8`]: dynamic int8 (per-channel int8 weights, input rows quantized on the fly, i32
     ///   accumulation) through `rten-gemm`'s integer kernels; CPU and f32 models only. Faster than f32 where the
-    ///   CPU has integer dot products (see BENCHMARKS.md), and a quarter of the weight memory.
+    ///   CPU has integer dot products (see BENCHMARKS.md), and a quarter of the weight memory; the token table
+    ///   is kept in f16 (half its memory).
+    ///
+    /// [`AltClipModel::from_dir_quantized`] builds the same model while loading, never holding the f32 one.
     /// - [`Quantization::Ggml`]: a GGML block format (`Q8_0`, `Q4K`, …) through candle's quantized matmul, on
     ///   every device; activations stay f32 (candle quantizes each GEMM's input rows to 8 bits on the fly).
     ///   Projections whose input width is not a multiple of the format's block size keep their weights.

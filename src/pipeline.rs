@@ -90,10 +90,7 @@ impl AltClip {
         if let Some(q) = options.quantization {
             q.check_speed(&options.device)?;
         }
-        let mut model = AltClipModel::from_dir(dir, options.dtype, &options.device)?;
-        if let Some(q) = options.quantization {
-            model.quantize(q)?;
-        }
+        let model = AltClipModel::from_dir_quantized(dir, options.dtype, &options.device, options.quantization)?;
         Ok(Self {
             text_batching: TextBatching::for_device(model.device()),
             model,

@@ -11,7 +11,7 @@ use crate::config::{tower_config_from_dir, AltClipTextConfig};
 use crate::error::{Error, Result};
 use crate::nn::{FeedForward, LayerNorm, Linear, SelfAttention};
 use crate::options::Quantization;
-use crate::tower::Tower;
+use crate::tower::{load_layers, EncoderLayer, Tower};
 use crate::weights::CheckpointView;
 
 /// Word, position and token-type embeddings followed by layer norm (`AltRobertaEmbeddings`).
@@ -27,8 +27,9 @@ impl TextEmbeddings {
     fn load(w: &CheckpointView, cfg: &AltClipTextConfig) -> Result<Self> {
         let h = cfg.hidden_size;
         let token_type = w.get((cfg.type_vocab_size, h), "token_type_embeddings.weight")?;
+        let word_dtype = token_table_dtype(w.quantization()).unwrap_or(w.dtype());
         Ok(Self {
-            word: w.get((cfg.vocab_size, h), "word_embeddings.weight")?,
+            word: w.get_as((cfg.vocab_size, h), "word_embeddings.weight", word_dtype)?,
             position: w.get((cfg.max_position_embeddings, h), "position_embeddings.weight")?,
             // token_type_ids are all zero for XLM-R (transformers' default buffer).
             token_type0: token_type.get(0)?,
@@ -36,30 +37,50 @@ impl TextEmbeddings {
         })
     }
 
+    /// Stores the token table as `quantization` wants it (see [`token_table_dtype`]).
+    fn quantize(&mut self, quantization: Quantization) -> Result<()> {
+        if let Some(dtype) = token_table_dtype(Some(quantization)) {
+            self.word = self.word.to_dtype(dtype)?;
+        }
+        Ok(())
+    }
+
     fn forward(&self, ids: &Tensor, position_ids: &Tensor) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
-        let words = self.word.embedding(&ids.flatten_all()?)?;
         let positions = self.position.embedding(&position_ids.flatten_all()?)?;
+        let words = self.word.embedding(&ids.flatten_all()?)?.to_dtype(positions.dtype())?;
         let x = words.add(&positions)?.broadcast_add(&self.token_type0)?;
         let x = x.reshape((b, s, ()))?;
         self.layer_norm.forward(&x)
     }
 }
 
+/// The dtype the token table is stored in under `quantization`, where it differs from the model's: under int8,
+/// f16 (the table is a quarter of BAAI/AltCLIP's weights; looked-up rows widen to the model's dtype, and f16's
+/// rounding, 2⁻¹¹ relative, is far below int8's).
+fn token_table_dtype(quantization: Option<Quantization>) -> Option<DType> {
+    match quantization {
+        Some(Quantization::Int8) => Some(DType::F16),
+        Some(Quantization::Ggml(_)) | None => None,
+    }
+}
+
 /// One post-LN transformer layer (`AltRobertaLayer`).
 #[derive(Debug, Clone)]
-struct TextLayer {
+pub(crate) struct TextLayer {
     attention: SelfAttention,
     attention_norm: LayerNorm,
     ffn: FeedForward,
     output_norm: LayerNorm,
 }
 
-impl TextLayer {
+impl EncoderLayer for TextLayer {
     fn projections(&mut self) -> impl Iterator<Item = &mut Linear> {
         self.attention.projections().into_iter().chain(self.ffn.projections())
     }
+}
 
+impl TextLayer {
     fn load(w: &CheckpointView, cfg: &AltClipTextConfig) -> Result<Self> {
         let h = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
@@ -104,8 +125,10 @@ impl Tower for AltClipTextModel {
         tower_config_from_dir(dir, |c| c.text_config, AltClipTextConfig::validate)
     }
 
-    fn encoder_projections(&mut self) -> impl Iterator<Item = &mut Linear> {
-        self.layers.iter_mut().flat_map(TextLayer::projections)
+    type Layer = TextLayer;
+
+    fn encoder_layers(&mut self) -> &mut [TextLayer] {
+        &mut self.layers
     }
 }
 
@@ -139,12 +162,18 @@ impl AltClipTextModel {
     pub fn new(cfg: &AltClipTextConfig, w: &CheckpointView) -> Result<Self> {
         cfg.validate()?;
         let roberta = w.pp("roberta");
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| TextLayer::load(&roberta.pp(format!("encoder.layer.{i}")), cfg))
-            .collect::<Result<Vec<_>>>()?;
+        // The 1 GB token table is one read: it runs beside the layers'.
+        let (embeddings, layers) = rayon::join(
+            || TextEmbeddings::load(&roberta.pp("embeddings"), cfg),
+            || {
+                load_layers(w, cfg.num_hidden_layers, |i| {
+                    TextLayer::load(&roberta.pp(format!("encoder.layer.{i}")), cfg)
+                })
+            },
+        );
         Ok(Self {
-            embeddings: TextEmbeddings::load(&roberta.pp("embeddings"), cfg)?,
-            layers,
+            embeddings: embeddings?,
+            layers: layers?,
             pre_ln: LayerNorm::load(&w.pp("pre_LN"), cfg.hidden_size, cfg.layer_norm_eps)?,
             transformation: Linear::load(&w.pp("transformation"), cfg.hidden_size, cfg.project_dim)?,
             config: cfg.clone(),
@@ -152,11 +181,13 @@ impl AltClipTextModel {
     }
 
     /// Quantizes every encoder layer's projections (q/k/v, attention output, both MLP layers) to `quantization`
-    /// (see [`AltClipModel::quantize`](crate::AltClipModel::quantize)); embeddings, norms and the tower's own
-    /// output projection stay as loaded. Returns how many projections were quantized (0 when the widths don't fit
-    /// a GGML format's block size).
+    /// (see [`AltClipModel::quantize`](crate::AltClipModel::quantize)); norms and the tower's own output
+    /// projection stay as loaded, and so do the embeddings, except that int8 keeps the token table in f16.
+    /// Returns how many projections were quantized (0 when the widths don't fit a GGML format's block size).
     pub fn quantize(&mut self, quantization: Quantization) -> Result<usize> {
-        self.quantize_encoder(quantization)
+        let quantized = self.quantize_encoder(quantization)?;
+        self.embeddings.quantize(quantization)?;
+        Ok(quantized)
     }
 
     /// Builds the tower from either a full AltCLIP checkpoint (under `text_model.`) or its own.

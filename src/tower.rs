@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device};
+use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::nn::Linear;
@@ -27,8 +28,11 @@ pub(crate) trait Tower: Sized {
     /// Reads the tower's configuration from `dir`'s `config.json` (a full AltCLIP config or the tower's own).
     fn read_config(dir: &Path) -> Result<Self::Config>;
 
-    /// Every encoder layer's projections (q/k/v, attention output, both MLP layers).
-    fn encoder_projections(&mut self) -> impl Iterator<Item = &mut Linear>;
+    /// The tower's encoder layers.
+    type Layer: EncoderLayer;
+
+    /// The encoder layers, in order.
+    fn encoder_layers(&mut self) -> &mut [Self::Layer];
 
     /// Builds the tower from a checkpoint holding it under [`Tower::PREFIX`] or at the root.
     fn load_from(cfg: &Self::Config, w: &CheckpointView) -> Result<Self> {
@@ -47,6 +51,35 @@ pub(crate) trait Tower: Sized {
 
     /// Quantizes [`Tower::encoder_projections`] to `quantization`; returns how many were.
     fn quantize_encoder(&mut self, quantization: Quantization) -> Result<usize> {
-        Linear::quantize_all(self.encoder_projections(), quantization)
+        Linear::quantize_all(
+            self.encoder_layers().iter_mut().flat_map(EncoderLayer::projections),
+            quantization,
+        )
     }
+}
+
+/// One transformer layer of a tower's encoder.
+pub(crate) trait EncoderLayer: Sized + Send {
+    /// Its projections: q/k/v (fused), attention output, both MLP layers.
+    fn projections(&mut self) -> impl Iterator<Item = &mut Linear>;
+}
+
+/// Loads `n` encoder layers with `load`, several at once (rayon), each quantized as soon as it is loaded when `w`
+/// asks for it ([`CheckpointView::with_quantization`]): only the layers in flight hold f32 projections, so an
+/// int8 model never holds the f32 one.
+pub(crate) fn load_layers<L: EncoderLayer>(
+    w: &CheckpointView,
+    n: usize,
+    load: impl Fn(usize) -> Result<L> + Sync,
+) -> Result<Vec<L>> {
+    (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let mut layer = load(i)?;
+            if let Some(quantization) = w.quantization() {
+                Linear::quantize_all(layer.projections(), quantization)?;
+            }
+            Ok(layer)
+        })
+        .collect()
 }

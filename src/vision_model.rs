@@ -12,7 +12,7 @@ use crate::config::{tower_config_from_dir, AltClipVisionConfig};
 use crate::error::{Error, Result};
 use crate::nn::{FeedForward, LayerNorm, Linear, SelfAttention};
 use crate::options::Quantization;
-use crate::tower::Tower;
+use crate::tower::{load_layers, EncoderLayer, Tower};
 use crate::weights::CheckpointView;
 
 /// Patch, class and position embeddings (`AltCLIPVisionEmbeddings`).
@@ -134,18 +134,20 @@ pub(crate) fn bicubic_matrix(input: usize, output: usize) -> Vec<f32> {
 
 /// One pre-LN transformer layer (`AltCLIPEncoderLayer`).
 #[derive(Debug, Clone)]
-struct VisionLayer {
+pub(crate) struct VisionLayer {
     layer_norm1: LayerNorm,
     attention: SelfAttention,
     layer_norm2: LayerNorm,
     mlp: FeedForward,
 }
 
-impl VisionLayer {
+impl EncoderLayer for VisionLayer {
     fn projections(&mut self) -> impl Iterator<Item = &mut Linear> {
         self.attention.projections().into_iter().chain(self.mlp.projections())
     }
+}
 
+impl VisionLayer {
     fn load(w: &CheckpointView, cfg: &AltClipVisionConfig) -> Result<Self> {
         let h = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
@@ -187,8 +189,10 @@ impl Tower for AltClipVisionModel {
         tower_config_from_dir(dir, |c| c.vision_config, AltClipVisionConfig::validate)
     }
 
-    fn encoder_projections(&mut self) -> impl Iterator<Item = &mut Linear> {
-        self.layers.iter_mut().flat_map(VisionLayer::projections)
+    type Layer = VisionLayer;
+
+    fn encoder_layers(&mut self) -> &mut [VisionLayer] {
+        &mut self.layers
     }
 }
 
@@ -223,9 +227,9 @@ impl AltClipVisionModel {
         cfg.validate()?;
         let h = cfg.hidden_size;
         let eps = cfg.layer_norm_eps;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| VisionLayer::load(&w.pp(format!("encoder.layers.{i}")), cfg))
-            .collect::<Result<Vec<_>>>()?;
+        let layers = load_layers(w, cfg.num_hidden_layers, |i| {
+            VisionLayer::load(&w.pp(format!("encoder.layers.{i}")), cfg)
+        })?;
         Ok(Self {
             embeddings: VisionEmbeddings::load(&w.pp("embeddings"), cfg)?,
             pre_layrnorm: LayerNorm::load(&w.pp("pre_layrnorm"), h, eps)?,

@@ -11,6 +11,7 @@ use safetensors::tensor::{Metadata, TensorInfo};
 
 use crate::error::{Error, Result};
 use crate::files::{PYTORCH_FILE, SAFETENSORS_FILE, SAFETENSORS_INDEX};
+use crate::options::Quantization;
 
 enum Source {
     Safetensors(SafetensorsFiles),
@@ -22,7 +23,8 @@ enum Source {
 ///
 /// Safetensors files are not memory-mapped: each tensor is read with one positioned read straight into the buffer
 /// the model keeps, so a loaded model holds the weights once (a mapping would keep every touched page of the file
-/// resident beside the copy: peak RSS twice the file).
+/// resident beside the copy: peak RSS twice the file). Reads may come from several threads at once: the towers load
+/// their layers in parallel.
 pub struct Checkpoint {
     source: Source,
     origin: PathBuf,
@@ -129,17 +131,6 @@ impl Checkpoint {
         })
     }
 
-    /// Reads every tensor of a safetensors checkpoint now, in parallel, instead of one by one as the model asks
-    /// for them; each is then handed out once (a second request reads it again). Worth it when (nearly) all
-    /// tensors will be used, as when building the full model: on 2 cores loading takes about half as long. A
-    /// no-op for other sources.
-    pub fn preload(&self) -> Result<()> {
-        match &self.source {
-            Source::Safetensors(st) => st.preload(),
-            Source::Pth(_) | Source::Tensors(_) => Ok(()),
-        }
-    }
-
     /// Opens a PyTorch zip/pickle checkpoint; tensors are read lazily.
     pub fn from_pytorch(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
@@ -244,7 +235,7 @@ impl Checkpoint {
             reason: format!("reading tensor `{stored}`: {e}"),
         };
         let tensor = match &self.source {
-            Source::Safetensors(st) => st.read(&stored)?,
+            Source::Safetensors(st) => st.read(&stored, dtype)?,
             Source::Pth(p) => p
                 .get(&stored)
                 .map_err(read_err)?
@@ -263,8 +254,6 @@ struct SafetensorsFiles {
     files: Vec<SafetensorsFile>,
     /// Tensor name → index into `files`.
     index: HashMap<String, usize>,
-    /// Tensors read ahead by [`Checkpoint::preload`], each handed out (and dropped from here) on first use.
-    preloaded: std::sync::Mutex<HashMap<String, Tensor>>,
 }
 
 struct SafetensorsFile {
@@ -286,33 +275,7 @@ impl SafetensorsFiles {
             }
             files.push(file);
         }
-        Ok(Self {
-            files,
-            index,
-            preloaded: Default::default(),
-        })
-    }
-
-    /// Reads every floating-point tensor, in parallel (rayon), into the read-ahead cache.
-    fn preload(&self) -> Result<()> {
-        use rayon::prelude::*;
-        let mut names: Vec<&String> = self
-            .index
-            .keys()
-            .filter(|n| {
-                self.info(n)
-                    .is_some_and(|(_, i)| DType::try_from(i.dtype).is_ok_and(|d| d.is_float()))
-            })
-            .collect();
-        // Largest first, so the two (or more) threads finish together.
-        names.sort_by_key(|n| std::cmp::Reverse(self.info(n).map_or(0, |(_, i)| i.data_offsets.1 - i.data_offsets.0)));
-        let tensors: Vec<(String, Tensor)> = names
-            .par_iter()
-            .map(|&name| Ok((name.clone(), self.read_uncached(name)?)))
-            .collect::<Result<_>>()?;
-        let mut cache = self.preloaded.lock().unwrap_or_else(|e| e.into_inner());
-        cache.extend(tensors);
-        Ok(())
+        Ok(Self { files, index })
     }
 
     fn info(&self, name: &str) -> Option<(&SafetensorsFile, &TensorInfo)> {
@@ -320,19 +283,16 @@ impl SafetensorsFiles {
         Some((file, file.metadata.info(name)?))
     }
 
-    fn read(&self, name: &str) -> Result<Tensor> {
-        let cached = self.preloaded.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
-        match cached {
-            Some(t) => Ok(t),
-            None => self.read_uncached(name),
-        }
-    }
-
-    fn read_uncached(&self, name: &str) -> Result<Tensor> {
+    /// Reads `name`, in its stored dtype or, for an f32 tensor wanted in f16/bf16, already narrowed.
+    fn read(&self, name: &str, dtype: DType) -> Result<Tensor> {
         let (file, info) = self
             .info(name)
             .ok_or_else(|| Error::MissingTensor { name: name.into() })?;
-        file.read(name, info)
+        match (info.dtype, dtype) {
+            (safetensors::Dtype::F32, DType::F16) => file.read_narrowed::<half::f16>(name, info),
+            (safetensors::Dtype::F32, DType::BF16) => file.read_narrowed::<half::bf16>(name, info),
+            _ => file.read(name, info),
+        }
     }
 }
 
@@ -402,6 +362,30 @@ impl SafetensorsFile {
         Ok(tensor)
     }
 
+    /// Reads an f32 tensor into `T` (f16 or bf16) through a small buffer, so the f32 copy is never held whole
+    /// (the 1 GB token table of an int8 model is kept in f16).
+    fn read_narrowed<T>(&self, name: &str, info: &TensorInfo) -> Result<Tensor>
+    where
+        T: bytemuck::Pod + Default + candle_core::WithDType,
+        [T]: half::slice::HalfFloatSliceExt,
+    {
+        use half::slice::HalfFloatSliceExt;
+        const CHUNK: usize = 1 << 20;
+        let shape = Shape::from_dims(&info.shape);
+        let n = shape.elem_count();
+        let mut values = vec![T::default(); n];
+        let mut offset = self.data_start + info.data_offsets.0 as u64;
+        for out in values.chunks_mut(CHUNK) {
+            let chunk = self.read_values::<f32>(out.len(), offset)?;
+            out.convert_from_f32_slice(&chunk);
+            offset += 4 * out.len() as u64;
+        }
+        Tensor::from_vec(values, shape, &Device::Cpu).map_err(|e| Error::WeightFile {
+            path: self.path.clone(),
+            reason: format!("tensor `{name}`: {e}"),
+        })
+    }
+
     fn read_values<T: bytemuck::Pod + Default>(&self, n: usize, offset: u64) -> Result<Vec<T>> {
         let mut values = vec![T::default(); n];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut values);
@@ -454,6 +438,7 @@ pub struct CheckpointView {
     prefix: String,
     dtype: DType,
     device: Device,
+    quantization: Option<Quantization>,
 }
 
 impl CheckpointView {
@@ -469,7 +454,22 @@ impl CheckpointView {
             prefix: String::new(),
             dtype,
             device: device.clone(),
+            quantization: None,
         }
+    }
+
+    /// Quantizes each encoder layer's projections to `quantization` as the layer loads (see
+    /// [`AltClipModel::quantize`](crate::AltClipModel::quantize)), so that the f32 weights of at most a few layers
+    /// are held at once; `None` keeps the loaded dtype. Under [`Quantization::Int8`] the text tower's token
+    /// table is also kept in f16 (half its memory; rows are widened to f32 as they are looked up).
+    pub fn with_quantization(mut self, quantization: Option<Quantization>) -> Self {
+        self.quantization = quantization;
+        self
+    }
+
+    /// The quantization layers get as they load (see [`CheckpointView::with_quantization`]).
+    pub fn quantization(&self) -> Option<Quantization> {
+        self.quantization
     }
 
     /// Opens the weights in a model directory.
@@ -515,13 +515,50 @@ impl CheckpointView {
 
     /// Loads `name` with the expected shape in the model dtype.
     pub fn get(&self, shape: impl Into<Shape>, name: &str) -> Result<Tensor> {
-        self.checkpoint
-            .load(&self.full_name(name), &shape.into(), self.dtype, &self.device)
+        self.get_as(shape, name, self.dtype)
     }
 
     /// Loads `name` with the expected shape in f32 (for normalisation parameters and scalars).
     pub fn get_f32(&self, shape: impl Into<Shape>, name: &str) -> Result<Tensor> {
+        self.get_as(shape, name, DType::F32)
+    }
+
+    /// Loads `name` with the expected shape in `dtype`.
+    pub fn get_as(&self, shape: impl Into<Shape>, name: &str, dtype: DType) -> Result<Tensor> {
         self.checkpoint
-            .load(&self.full_name(name), &shape.into(), DType::F32, &self.device)
+            .load(&self.full_name(name), &shape.into(), dtype, &self.device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_tensors_read_as_half_match_candles_conversion_across_chunks() {
+        // Longer than one read chunk (2²⁰ values), with values that round in both directions and overflow f16.
+        let n = (1 << 20) + 37;
+        let values: Vec<f32> = (0..n)
+            .map(|i| ((i as f32) * 0.618_034).sin() * 1.0e5_f32.powf((i % 7) as f32 / 6.0))
+            .collect();
+        let tensor = Tensor::from_vec(values, (n,), &Device::Cpu).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        tensor.save_safetensors("t", &path).unwrap();
+        let checkpoint = Checkpoint::from_safetensors(&[&path]).unwrap();
+        for dtype in [DType::F16, DType::BF16] {
+            let read = checkpoint.load("t", &n.into(), dtype, &Device::Cpu).unwrap();
+            assert_eq!(read.dtype(), dtype);
+            let expected = tensor.to_dtype(dtype).unwrap();
+            let same = read
+                .eq(&expected)
+                .unwrap()
+                .to_dtype(DType::U32)
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            // Overflowing values are ±inf in both, which compare equal.
+            assert_eq!(same.to_scalar::<u32>().unwrap() as usize, n, "{dtype:?}");
+        }
     }
 }

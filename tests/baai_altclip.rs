@@ -72,3 +72,59 @@ fn interpolated_vision_hidden_state_at_180px_matches_transformers() {
         }
     }
 }
+
+/// Int8 (`LoadOptions::with_quantization`) against f32 on the real weights: the same zero-shot winner for the
+/// bundled photos and the COCO one, and embeddings within cosine 0.995. (On the tiny random fixture model
+/// `tests/quantize.rs` bounds the changes instead: its labels are near-ties that any rounding may reorder.)
+#[test]
+#[ignore = "needs the BAAI/AltCLIP weights and the COCO image (ALTCLIP_DIR, ALTCLIP_COCO_IMAGE)"]
+fn int8_keeps_the_zero_shot_winners_of_f32() {
+    use altclip::{Quantization, ZeroShotClassifier};
+    let (f32, coco) = load();
+    let int8 = AltClip::from_pretrained(
+        &env("ALTCLIP_DIR"),
+        &LoadOptions::default().with_quantization(Some(Quantization::Int8)),
+    )
+    .unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images");
+    let mut paths: Vec<PathBuf> = ["cat.png", "coffee.png", "astronaut.png"]
+        .iter()
+        .map(|p| root.join(p))
+        .collect();
+    paths.push(coco);
+    let images: Vec<ImageInput> = paths.iter().map(|p| ImageInput::Path(p)).collect();
+    let labels = [
+        "cat",
+        "dog",
+        "coffee",
+        "astronaut",
+        "car",
+        "remote control",
+        "猫",
+        "咖啡",
+    ];
+    let templates = ["a photo of a {}.", "一张{}的照片。"];
+    let winners = |clip: &AltClip| -> Vec<usize> {
+        let classifier = ZeroShotClassifier::new(clip, &labels, &templates).unwrap();
+        let scores = classifier.classify(clip, &images).unwrap();
+        scores.iter().map(|s| s[0].index).collect()
+    };
+    let (a, b) = (winners(&f32), winners(&int8));
+    eprintln!("zero-shot winners: f32 {a:?}, int8 {b:?}");
+    assert_eq!(a, b);
+    let cos = |x: &candle_core::Tensor, y: &candle_core::Tensor| -> Vec<f32> {
+        let (x, y) = (
+            altclip::model::l2_normalize(x).unwrap(),
+            altclip::model::l2_normalize(y).unwrap(),
+        );
+        (x * y).unwrap().sum(1).unwrap().to_vec1().unwrap()
+    };
+    let image_cos = cos(
+        &f32.embed_images(&images).unwrap(),
+        &int8.embed_images(&images).unwrap(),
+    );
+    let texts = ["a photo of a cat", "一杯咖啡", "宇宙飛行士の写真"];
+    let text_cos = cos(&f32.embed_texts(&texts).unwrap(), &int8.embed_texts(&texts).unwrap());
+    eprintln!("int8 vs f32 cosines: images {image_cos:?}, texts {text_cos:?}");
+    assert!(image_cos.iter().chain(&text_cos).all(|&c| c >= 0.995));
+}

@@ -63,20 +63,17 @@ impl Int8Weight {
         }
         let w = weight.flatten_all()?.to_vec1::<f32>()?;
         let mut q = vec![0i8; w.len()];
-        let scales: Vec<f32> = q
+        let isa = Isa::best();
+        let (scales, code_sums): (Vec<f32>, Vec<i32>) = q
             .par_chunks_mut(in_dim)
             .zip(w.par_chunks(in_dim))
-            .map(|(q, w)| quantize_weight_row(w, q))
-            .collect();
+            .map(|(q, w)| dispatch!(isa, (w: &[f32], q: &mut [i8]) -> (f32, i32) { quantize_weight_row(w, q) }))
+            .unzip();
         // Wᵀ (in, out) as a strided view of the (out, in) rows: packing reads it without a transposed copy.
         let b = NdTensorView::from_data_with_strides([in_dim, out_dim], &q[..], [1, in_dim])
             .map_err(|e| candle_core::Error::Msg(format!("int8 weight view: {e:?}")))?;
         let exec = executor();
         let input_max = if exec.may_saturate() { 127.0 } else { 255.0 };
-        let code_sums = q
-            .chunks(in_dim)
-            .map(|row| row.iter().map(|&c| i32::from(c)).sum())
-            .collect();
         Ok(Self {
             packed: exec.prepack_b(b),
             scales,
@@ -117,15 +114,16 @@ impl Int8Weight {
     }
 }
 
-/// Quantizes one output channel into `q`; returns its scale.
-fn quantize_weight_row(w: &[f32], q: &mut [i8]) -> f32 {
+/// Quantizes one output channel into `q`; returns its scale and the sum of its codes.
+#[inline(always)]
+fn quantize_weight_row(w: &[f32], q: &mut [i8]) -> (f32, i32) {
     let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
     let scale = if amax > 0.0 { amax / WEIGHT_MAX } else { 1.0 };
     let inv = 1.0 / scale;
     for (q, v) in q.iter_mut().zip(w) {
         *q = (v * inv).round_ties_even().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8;
     }
-    scale
+    (scale, q.iter().map(|&c| i32::from(c)).sum())
 }
 
 /// Quantizes one input row to codes `0..=max` with a zero point (asymmetric; the range always holds 0, so that
@@ -235,6 +233,24 @@ mod tests {
     }
 
     #[test]
+    fn every_isa_quantizes_weights_alike() {
+        // Both signs, magnitudes across the range, a width that is no multiple of any vector.
+        let w: Vec<f32> = (0..300)
+            .map(|i| ((i % 255) as f32 - 127.0) / 254.0 + (i as f32 * 0.37).sin())
+            .collect();
+        let want = {
+            let mut q = vec![0i8; w.len()];
+            (quantize_weight_row(&w, &mut q), q)
+        };
+        for_each_isa("int8 weight quantization", |isa| {
+            let mut codes = vec![0i8; w.len()];
+            let (w, q) = (&w[..], &mut codes[..]);
+            let got = dispatch!(isa, (w: &[f32], q: &mut [i8]) -> (f32, i32) { quantize_weight_row(w, q) });
+            assert_eq!((got, codes), want.clone(), "{isa:?}");
+        });
+    }
+
+    #[test]
     fn every_isa_quantizes_and_dequantizes_alike() {
         let x = values(&wave((6, 70), 3.0, 0.2, 0.5));
         let w = Int8Weight::quantize(&wave((11, 70), 0.05, 0.3, 0.0)).unwrap();
@@ -263,8 +279,8 @@ mod tests {
             }
         }
         let mut q = [0i8; 5];
-        let scale = quantize_weight_row(&x, &mut q);
-        assert_eq!((scale, q[3]), (3.0 / 127.0, 127));
+        let (scale, sum) = quantize_weight_row(&x, &mut q);
+        assert_eq!((scale, q[3], sum), (3.0 / 127.0, 127, -64 + 11 + 127 - 32));
     }
 
     #[test]
