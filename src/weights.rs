@@ -366,14 +366,14 @@ impl SafetensorsFile {
     /// (the 1 GB token table of an int8 model is kept in f16).
     fn read_narrowed<T>(&self, name: &str, info: &TensorInfo) -> Result<Tensor>
     where
-        T: bytemuck::Pod + Default + candle_core::WithDType,
+        T: bytemuck::Pod + candle_core::WithDType,
         [T]: half::slice::HalfFloatSliceExt,
     {
         use half::slice::HalfFloatSliceExt;
         const CHUNK: usize = 1 << 20;
         let shape = Shape::from_dims(&info.shape);
         let n = shape.elem_count();
-        let mut values = vec![T::default(); n];
+        let mut values = crate::kernels::cpu::weight_buffer::<T>(n);
         let mut offset = self.data_start + info.data_offsets.0 as u64;
         for out in values.chunks_mut(CHUNK) {
             let chunk = self.read_values::<f32>(out.len(), offset)?;
@@ -386,8 +386,8 @@ impl SafetensorsFile {
         })
     }
 
-    fn read_values<T: bytemuck::Pod + Default>(&self, n: usize, offset: u64) -> Result<Vec<T>> {
-        let mut values = vec![T::default(); n];
+    fn read_values<T: bytemuck::Pod>(&self, n: usize, offset: u64) -> Result<Vec<T>> {
+        let mut values = crate::kernels::cpu::weight_buffer::<T>(n);
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut values);
         read_exact_at(&self.file, bytes, offset).map_err(|e| Error::io(&self.path, e))?;
         // safetensors stores little-endian values.

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmUninitOptions, PackedBMatrix};
 use rten_tensor::NdTensorView;
 
+use super::math::{lane_max, lane_max_of};
 use super::{contiguous, Isa};
 use crate::error::{Error, Result};
 use crate::kernels::Fresh;
@@ -61,7 +62,13 @@ impl Int8Weight {
                 ),
             ));
         }
-        let w = weight.flatten_all()?.to_vec1::<f32>()?;
+        // Read in place: a copy of every weight cost as much as quantizing it.
+        let weight = weight.contiguous()?;
+        let (storage, layout) = weight.storage_and_layout();
+        let candle_core::Storage::Cpu(storage) = &*storage else {
+            return Err(Error::invalid_argument("quantization", "int8 takes a CPU weight"));
+        };
+        let w = contiguous(storage, layout, "int8 quantization")?;
         let mut q = vec![0i8; w.len()];
         let isa = Isa::best();
         let (scales, code_sums): (Vec<f32>, Vec<i32>) = q
@@ -117,11 +124,12 @@ impl Int8Weight {
 /// Quantizes one output channel into `q`; returns its scale and the sum of its codes.
 #[inline(always)]
 fn quantize_weight_row(w: &[f32], q: &mut [i8]) -> (f32, i32) {
-    let amax = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let amax = lane_max_of(w, f32::abs).max(0.0);
     let scale = if amax > 0.0 { amax / WEIGHT_MAX } else { 1.0 };
     let inv = 1.0 / scale;
     for (q, v) in q.iter_mut().zip(w) {
-        *q = (v * inv).round_ties_even().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8;
+        // Through i32, which vectorises (the value is in range; NaN gives 0 either way).
+        *q = (v * inv).round_ties_even().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i32 as i8;
     }
     (scale, q.iter().map(|&c| i32::from(c)).sum())
 }
@@ -130,12 +138,13 @@ fn quantize_weight_row(w: &[f32], q: &mut [i8]) -> (f32, i32) {
 /// zero maps to a code exactly); returns (scale, zero point).
 #[inline(always)]
 fn quantize_input_row(x: &[f32], q: &mut [u8], max: f32) -> (f32, u8) {
-    let (lo, hi) = x.iter().fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = (-lane_max_of(x, |v| -v).max(0.0), lane_max(x).max(0.0));
     let scale = if hi > lo { (hi - lo) / max } else { 1.0 };
     let inv = 1.0 / scale;
     let zero = (-lo * inv).round_ties_even().clamp(0.0, max);
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = (v * inv + zero).round_ties_even().clamp(0.0, max) as u8;
+        // Through i32, as for the weights.
+        *q = (v * inv + zero).round_ties_even().clamp(0.0, max) as i32 as u8;
     }
     (scale, zero as u8)
 }

@@ -84,14 +84,21 @@ pub(super) fn lane_sum(row: &[f32]) -> f32 {
 /// `max row` (−∞ when empty), over 16 lanes.
 #[inline(always)]
 pub(super) fn lane_max(row: &[f32]) -> f32 {
+    lane_max_of(row, |v| v)
+}
+
+/// `max f(row)` (−∞ when empty), over 16 lanes (a plain fold of `max` does not vectorise). NaNs are skipped, as
+/// `f32::max` does.
+#[inline(always)]
+pub(super) fn lane_max_of(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let mut chunks = row.chunks_exact(LANES);
     for c in &mut chunks {
         for i in 0..LANES {
-            acc[i] = acc[i].max(c[i]);
+            acc[i] = acc[i].max(f(c[i]));
         }
     }
-    let max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let max = chunks.remainder().iter().fold(f32::NEG_INFINITY, |a, &b| a.max(f(b)));
     acc.iter().fold(max, |a, &b| a.max(b))
 }
 
@@ -150,6 +157,14 @@ mod tests {
                 row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)),
                 "max of {n}"
             );
+            assert_eq!(
+                lane_max_of(&row, f32::abs),
+                row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b.abs())),
+                "max |v| of {n}"
+            );
+            let mut with_nan = row.clone();
+            with_nan.push(f32::NAN);
+            assert_eq!(lane_max(&with_nan), lane_max(&row), "NaN skipped, {n}");
             let mean = if n == 0 { 0.0 } else { sum / n as f32 };
             let sq: f32 = row.iter().map(|v| (v - mean) * (v - mean)).sum();
             assert!(

@@ -46,6 +46,7 @@ mod gemm;
 mod int8;
 mod layer_norm;
 mod math;
+mod memory;
 mod softmax;
 
 pub(crate) use bias_act::try_bias_act;
@@ -53,6 +54,7 @@ pub(crate) use gemm::{try_batched_matmul, try_matmul_t, Rhs};
 pub(crate) use int8::Int8Weight;
 pub(crate) use isa::{Isa, Level};
 pub(crate) use layer_norm::try_layer_norm;
+pub(crate) use memory::weight_buffer;
 pub(crate) use softmax::try_scaled_masked_softmax;
 
 /// Whether the CPU has AVX-512 VNNI, where candle's GGML quantized kernels are fast.
