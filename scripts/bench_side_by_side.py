@@ -90,14 +90,17 @@ def peak_rss_bytes():
     return 0
 
 
-def torch_load_probe(model_dir, threads):
-    """Run in a fresh process: from_pretrained to first text embedding, then first image; peak RSS."""
+def torch_load_probe(model_dir, threads, int8=False):
+    """Run in a fresh process: from_pretrained (then quantize_dynamic with `int8`) to first text embedding, then
+    first image; peak RSS."""
     import torch
     from transformers import AltCLIPModel
 
     torch.set_num_threads(threads)
     t = time.perf_counter()
     model = AltCLIPModel.from_pretrained(model_dir).eval()
+    if int8:
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     loaded = time.perf_counter() - t
     ids, mask = text_batch(torch, [16], 16)
     with torch.inference_mode():
@@ -106,8 +109,16 @@ def torch_load_probe(model_dir, threads):
         model.get_image_features(pixel_values=torch.rand(1, 3, 224, 224) * 2 - 1)
         first_image = time.perf_counter() - t
     rss = peak_rss_bytes()
-    print(json.dumps(dict(side="torch", workload="load", load_s=loaded, first_text_s=first_text,
+    print(json.dumps(dict(side="torch_int8" if int8 else "torch", workload="load", load_s=loaded, first_text_s=first_text,
                           first_image_s=first_image, peak_rss=rss)))
+
+
+def warm_page_cache(model_dir):
+    """Reads the weight file once, so every load probe starts from a cached file: some VMs page cold file pages
+    out (DAMON `pageout`), which made whichever probe ran first read from disk."""
+    with open(os.path.join(model_dir, "model.safetensors"), "rb") as f:
+        while f.read(64 << 20):
+            pass
 
 
 def text_batch(torch, lengths, seq):
@@ -204,6 +215,7 @@ def main():
     p.add_argument("--only", default=None, help="comma-separated workloads (vision_b1,text_b8x77,text_mixed,...)")
     p.add_argument("--skip-load", action="store_true")
     p.add_argument("--torch-load-probe", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--int8", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", default=None, help="also write raw results here")
     p.add_argument("--features", default=None, help="cargo features of the Rust build, e.g. mkl")
     p.add_argument("--onnx-dir", default=None,
@@ -217,7 +229,7 @@ def main():
                    help="column name for $ALTCLIP_BENCH_BASELINE_BIN's results (e.g. 'candle, pure Rust GEMM')")
     a = p.parse_args()
     if a.torch_load_probe:
-        return torch_load_probe(a.model_dir, a.threads)
+        return torch_load_probe(a.model_dir, a.threads, a.int8)
     if a.from_json:
         with open(a.from_json) as f:
             saved = json.load(f)
@@ -251,9 +263,20 @@ def main():
         results += json_lines(onnx_script + ["run", a.onnx_dir, "--reps", str(a.reps), "--threads", str(a.threads)]
                               + (["--only", a.only] if a.only else []))
     if not a.skip_load:
+        warm_page_cache(a.model_dir)
         results += cargo_example(["load", a.model_dir], a.threads)
+        warm_page_cache(a.model_dir)
         results += json_lines([sys.executable, __file__, a.model_dir, "--threads", str(a.threads),
                                "--torch-load-probe"])
+        # Quantized loads: the crate quantizes each layer as it loads; PyTorch loads f32, then quantize_dynamic.
+        for q in quantize:
+            warm_page_cache(a.model_dir)
+            results += json_lines([rust_binary(), "load", a.model_dir],
+                                  dict(rust_env(a.threads), ALTCLIP_BENCH_QUANTIZE=q), optional=True)
+        if "int8" in quantize:
+            warm_page_cache(a.model_dir)
+            results += json_lines([sys.executable, __file__, a.model_dir, "--threads", str(a.threads),
+                                   "--torch-load-probe", "--int8"])
         if a.onnx_dir:
             results += json_lines(onnx_script + ["load-probe", a.onnx_dir, "--threads", str(a.threads)])
     print(f"# load average after: {os.getloadavg()}", file=sys.stderr)
@@ -335,6 +358,15 @@ def report(results, mixed, a, cpu=None):
         print(f"| peak RSS after load + 1 text + 1 image (GB; weights {size / 1e9:.2f} GB) | {gb(t)} | "
               f"{ocol(gb)}"
               f"{pad}{gb(c)} | {c['peak_rss'] / size:.2f}× the file (PyTorch {t['peak_rss'] / size:.2f}×) | |")
+    t8, c8 = by.get(("torch_int8", "load")), by.get(("candle_int8", "load"))
+    if t8 and c8:
+        size = os.path.getsize(os.path.join(a.model_dir, "model.safetensors"))
+        print(f"\nINT8 load (PyTorch: from_pretrained + quantize_dynamic; candle: quantized as it loads): "
+              f"→ first text {t8['first_text_s']:.2f} s vs {c8['first_text_s']:.2f} s "
+              f"({t8['first_text_s'] / c8['first_text_s']:.1f}×), → first image {t8['first_image_s']:.2f} s vs "
+              f"{c8['first_image_s']:.2f} s ({t8['first_image_s'] / c8['first_image_s']:.1f}×); peak RSS "
+              f"{t8['peak_rss'] / 1e9:.2f} GB ({t8['peak_rss'] / size:.2f}× the file) vs {c8['peak_rss'] / 1e9:.2f} GB "
+              f"({c8['peak_rss'] / size:.2f}×)")
     for q in quant:
         r = by.get((q, "accuracy"))
         if r:
