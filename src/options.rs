@@ -100,7 +100,8 @@ pub struct LoadOptions {
     pub device: Device,
     /// Weight and activation dtype (norms and softmax still accumulate in f32).
     pub dtype: DType,
-    /// Quantize the encoder projections after loading (see [`AltClipModel::quantize`](crate::AltClipModel::quantize)); `None` keeps `dtype`.
+    /// Quantize the encoder projections, each layer as it loads (see
+    /// [`AltClipModel::from_dir_quantized`](crate::AltClipModel::from_dir_quantized)); `None` keeps `dtype`.
     pub quantization: Option<Quantization>,
 }
 
