@@ -362,7 +362,7 @@ impl SafetensorsFile {
         Ok(tensor)
     }
 
-    /// Reads an f32 tensor into `T` (f16 or bf16) through a small buffer, so the f32 copy is never held whole
+    /// Reads an f32 tensor into `T` (f16 or bf16) through one small buffer, so the f32 copy is never held whole
     /// (the 1 GB token table of an int8 model is kept in f16).
     fn read_narrowed<T>(&self, name: &str, info: &TensorInfo) -> Result<Tensor>
     where
@@ -374,10 +374,12 @@ impl SafetensorsFile {
         let shape = Shape::from_dims(&info.shape);
         let n = shape.elem_count();
         let mut values = crate::kernels::cpu::weight_buffer::<T>(n);
+        let mut chunk = vec![0f32; CHUNK.min(n)];
         let mut offset = self.data_start + info.data_offsets.0 as u64;
         for out in values.chunks_mut(CHUNK) {
-            let chunk = self.read_values::<f32>(out.len(), offset)?;
-            out.convert_from_f32_slice(&chunk);
+            let chunk = &mut chunk[..out.len()];
+            self.read_into(chunk, offset)?;
+            out.convert_from_f32_slice(chunk);
             offset += 4 * out.len() as u64;
         }
         Tensor::from_vec(values, shape, &Device::Cpu).map_err(|e| Error::WeightFile {
@@ -388,7 +390,13 @@ impl SafetensorsFile {
 
     fn read_values<T: bytemuck::Pod>(&self, n: usize, offset: u64) -> Result<Vec<T>> {
         let mut values = crate::kernels::cpu::weight_buffer::<T>(n);
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut values);
+        self.read_into(&mut values, offset)?;
+        Ok(values)
+    }
+
+    /// Fills `values` from the file at `offset`.
+    fn read_into<T: bytemuck::Pod>(&self, values: &mut [T], offset: u64) -> Result<()> {
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(values);
         read_exact_at(&self.file, bytes, offset).map_err(|e| Error::io(&self.path, e))?;
         // safetensors stores little-endian values.
         if cfg!(target_endian = "big") {
@@ -396,7 +404,7 @@ impl SafetensorsFile {
                 value.reverse();
             }
         }
-        Ok(values)
+        Ok(())
     }
 }
 

@@ -50,8 +50,8 @@ impl Int8Weight {
     /// `q = round(w / scale)` (ties to even).
     pub(crate) fn quantize(weight: &Tensor) -> Result<Self> {
         let (out_dim, in_dim) = weight.dims2()?;
-        if !weight.device().is_cpu() || weight.dtype() != DType::F32 || out_dim == 0 || in_dim == 0 {
-            return Err(Error::invalid_argument(
+        let unsupported = || {
+            Error::invalid_argument(
                 "quantization",
                 format!(
                     "int8 runs on the CPU with f32 activations and takes a non-empty weight, not {:?} {:?} on \
@@ -60,13 +60,16 @@ impl Int8Weight {
                     weight.dtype(),
                     weight.device()
                 ),
-            ));
+            )
+        };
+        if weight.dtype() != DType::F32 || out_dim == 0 || in_dim == 0 {
+            return Err(unsupported());
         }
         // Read in place: a copy of every weight cost as much as quantizing it.
-        let weight = weight.contiguous()?;
-        let (storage, layout) = weight.storage_and_layout();
+        let contiguous_weight = weight.contiguous()?;
+        let (storage, layout) = contiguous_weight.storage_and_layout();
         let candle_core::Storage::Cpu(storage) = &*storage else {
-            return Err(Error::invalid_argument("quantization", "int8 takes a CPU weight"));
+            return Err(unsupported());
         };
         let w = contiguous(storage, layout, "int8 quantization")?;
         let mut q = vec![0i8; w.len()];

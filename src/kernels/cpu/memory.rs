@@ -2,6 +2,7 @@
 //! offers them.
 
 /// Huge pages are 2 MiB on x86-64 and on most aarch64 kernels; a smaller buffer gains nothing.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 const HUGE_PAGE: usize = 2 << 20;
 
 /// A zeroed buffer of `n` values for weights about to be read from a file. On Linux its 2 MiB-aligned interior is
@@ -9,20 +10,17 @@ const HUGE_PAGE: usize = 2 << 20;
 /// 2 MiB at a time instead of 4 KiB: loading a BAAI/AltCLIP-size f32 checkpoint (3.5 GB, 850 000 small pages)
 /// went from 1.3–1.5 s to 0.8–0.9 s on a 2-core Zen 3 (see BENCHMARKS.md). Where the kernel's THP mode is `never`,
 /// or off Linux, a plain buffer.
-pub(crate) fn weight_buffer<T: bytemuck::Zeroable + Clone>(n: usize) -> Vec<T> {
+pub(crate) fn weight_buffer<T: bytemuck::Zeroable>(n: usize) -> Vec<T> {
     // `alloc_zeroed`: a large one is fresh memory from mmap, so no page is touched before the advice (`vec![x; n]`
     // writes every element of a type std does not know to be all-zero bytes, such as `half::f16`).
     let values: Vec<T> = bytemuck::zeroed_vec(n);
-    advise_huge_pages(address_range(&values));
+    advise_huge_pages(&values);
     values
 }
 
-fn address_range<T>(values: &[T]) -> (usize, usize) {
-    (values.as_ptr() as usize, std::mem::size_of_val(values))
-}
-
 #[cfg(target_os = "linux")]
-fn advise_huge_pages((start, len): (usize, usize)) {
+fn advise_huge_pages<T>(values: &[T]) {
+    let (start, len) = (values.as_ptr() as usize, std::mem::size_of_val(values));
     let first = start.next_multiple_of(HUGE_PAGE);
     let end = (start + len) / HUGE_PAGE * HUGE_PAGE;
     if end <= first {
@@ -35,9 +33,7 @@ fn advise_huge_pages((start, len): (usize, usize)) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages(_: (usize, usize)) {
-    let _ = HUGE_PAGE;
-}
+fn advise_huge_pages<T>(_: &[T]) {}
 
 #[cfg(test)]
 mod tests {
