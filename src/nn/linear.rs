@@ -1,4 +1,5 @@
-//! `y = x Wᵀ + b`, with the weight as loaded, in dynamic int8 or in a GGML block format.
+//! `y = x Wᵀ + b`, with the weight as loaded, packed for the CPU's f32 kernel, in dynamic int8 or in a GGML block
+//! format.
 
 use candle_core::quantized::{QMatMul, QTensor};
 use std::sync::Arc;
@@ -7,36 +8,56 @@ use candle_core::{DType, Tensor, D};
 
 use crate::config::Activation;
 use crate::error::{Error, Result};
-use crate::kernels::cpu::{self, Int8Weight, Param};
+use crate::kernels::cpu::{self, Int8Weight, PackedWeight, Param};
 use crate::kernels::Fresh;
 use crate::options::Quantization;
 use crate::weights::CheckpointView;
 
-/// A projection's (out, in) weight: as loaded, or quantized by [`Linear::quantize`].
+/// A projection's (out, in) weight: as loaded, packed at load for the CPU's f32 kernel, or quantized by
+/// [`Linear::quantize`].
 #[derive(Debug, Clone)]
 enum ProjectionWeight {
     Dense(Tensor),
+    Packed(Arc<PackedWeight>),
     Quantized(QMatMul),
     Int8(Arc<Int8Weight>),
 }
 
 impl ProjectionWeight {
-    /// (out, in), in either form.
+    /// `weight` as loaded, packed where the CPU's packed kernel is the one to use ([`PackedWeight::try_pack`]).
+    /// Also under a quantizing view: its layers are quantized from the packed weight, so that quantizing while
+    /// loading and after loading give the same model, projections outside the encoder layers included.
+    fn load(weight: Tensor) -> Result<Self> {
+        Ok(match PackedWeight::try_pack(&weight)? {
+            Some(packed) => Self::Packed(Arc::new(packed)),
+            None => Self::Dense(weight),
+        })
+    }
+
+    /// The (out, in) weight as a tensor, where it is dense or packed.
+    fn dense(&self) -> Result<Option<Tensor>> {
+        Ok(match self {
+            Self::Dense(t) => Some(t.clone()),
+            Self::Packed(p) => Some(p.to_tensor()?),
+            Self::Quantized(_) | Self::Int8(_) => None,
+        })
+    }
+
+    /// (out, in), in any form.
     fn dims(&self) -> Result<(usize, usize)> {
         Ok(match self {
             Self::Dense(t) | Self::Quantized(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => t.dims2()?,
             Self::Quantized(QMatMul::QTensor(q)) => q.shape().dims2()?,
+            Self::Packed(w) => (w.out_dim(), w.in_dim()),
             Self::Int8(w) => (w.out_dim(), w.in_dim()),
         })
     }
 
-    /// `x Wᵀ` for `x` (rows, in), in `x`'s dtype.
+    /// `x Wᵀ` for `x` (rows, in), in `x`'s dtype (a packed weight takes [`Linear::forward_act`]'s own path).
     fn matmul(&self, x: &Tensor) -> Result<Fresh> {
         match self {
-            Self::Dense(w) => match cpu::try_matmul_t(x, w)? {
-                Some(y) => Ok(y),
-                None => Fresh::matmul(x, &w.t()?),
-            },
+            Self::Packed(w) => Ok(Fresh::custom(w.forward(x, None, None)?)),
+            Self::Dense(w) => Fresh::matmul(x, &w.t()?),
             // candle's quantized matmul quantizes the activations to 8 bits per row, then integer dot products.
             Self::Quantized(q) => Fresh::qmatmul(q, x),
             Self::Int8(w) => w.matmul(x),
@@ -56,7 +77,7 @@ impl Linear {
     pub(crate) fn load(w: &CheckpointView, in_dim: usize, out_dim: usize) -> Result<Self> {
         let bias = Param::new(w.get(out_dim, "bias")?)?;
         Ok(Self {
-            weight: ProjectionWeight::Dense(w.get((out_dim, in_dim), "weight")?),
+            weight: ProjectionWeight::load(w.get((out_dim, in_dim), "weight")?)?,
             bias: Some(bias),
         })
     }
@@ -64,7 +85,7 @@ impl Linear {
     /// Loads a bias-free projection (`weight` only).
     pub(crate) fn load_no_bias(w: &CheckpointView, in_dim: usize, out_dim: usize) -> Result<Self> {
         Ok(Self {
-            weight: ProjectionWeight::Dense(w.get((out_dim, in_dim), "weight")?),
+            weight: ProjectionWeight::load(w.get((out_dim, in_dim), "weight")?)?,
             bias: None,
         })
     }
@@ -72,20 +93,34 @@ impl Linear {
     /// Concatenates several projections of the same input into one (rows stacked in order). Only before
     /// quantization.
     pub(crate) fn fuse(parts: &[Linear]) -> Result<Self> {
-        let weights = parts
-            .iter()
-            .map(|p| match &p.weight {
-                ProjectionWeight::Dense(t) => Ok(t),
-                ProjectionWeight::Quantized(_) | ProjectionWeight::Int8(_) => Err(Error::invalid_argument(
-                    "parts",
-                    "quantized projections cannot be fused; fuse first, then quantize",
-                )),
-            })
-            .collect::<Result<Vec<&Tensor>>>()?;
         let biases: Option<Vec<&Tensor>> = parts.iter().map(|p| p.bias.as_ref().map(Param::tensor)).collect();
         let bias = biases.map(|b| Tensor::cat(&b, 0)).transpose()?;
+        let packed: Option<Vec<&PackedWeight>> = parts
+            .iter()
+            .map(|p| match &p.weight {
+                ProjectionWeight::Packed(w) => Some(&**w),
+                _ => None,
+            })
+            .collect();
+        let weight = match packed {
+            Some(packed) => ProjectionWeight::Packed(Arc::new(PackedWeight::concat(&packed)?)),
+            None => {
+                let weights = parts
+                    .iter()
+                    .map(|p| {
+                        p.weight.dense()?.ok_or_else(|| {
+                            Error::invalid_argument(
+                                "parts",
+                                "quantized projections cannot be fused; fuse first, then quantize",
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<Tensor>>>()?;
+                ProjectionWeight::Dense(Tensor::cat(&weights, 0)?)
+            }
+        };
         Ok(Self {
-            weight: ProjectionWeight::Dense(Tensor::cat(&weights, 0)?),
+            weight,
             bias: bias.map(Param::new).transpose()?,
         })
     }
@@ -100,9 +135,10 @@ impl Linear {
     /// is not a multiple of a GGML format's block size (32 for Q8_0/Q4_0, 256 for the k-quants). Int8 takes an f32
     /// weight on the CPU only.
     pub(crate) fn quantize(&mut self, quantization: Quantization) -> Result<bool> {
-        let ProjectionWeight::Dense(weight) = &self.weight else {
+        let Some(weight) = self.weight.dense()? else {
             return Ok(false);
         };
+        let weight = &weight;
         self.weight = match quantization {
             Quantization::Int8 => ProjectionWeight::Int8(Arc::new(Int8Weight::quantize(weight)?)),
             Quantization::Ggml(dtype) => {
@@ -137,15 +173,17 @@ impl Linear {
     pub(crate) fn forward_act(&self, x: &Tensor, act: Option<Activation>) -> Result<Tensor> {
         let in_width = x.dim(D::Minus1)?;
         let lead = &x.dims()[..x.rank() - 1];
-        let y = self
-            .weight
-            .matmul(&x.reshape((lead.iter().product::<usize>(), in_width))?)?;
+        let mut out_dims = lead.to_vec();
+        out_dims.push(self.out_dim()?);
+        let x = x.reshape((lead.iter().product::<usize>(), in_width))?;
+        if let ProjectionWeight::Packed(w) = &self.weight {
+            return Ok(w.forward(&x, self.bias.as_ref(), act)?.reshape(out_dims)?);
+        }
+        let y = self.weight.matmul(&x)?;
         let y = match cpu::try_bias_act(y.as_tensor(), self.bias.as_ref(), act)? {
             Some(kernel) => kernel.apply(y)?,
             None => self.bias_act_generic(y.into_tensor(), act)?,
         };
-        let mut out_dims = lead.to_vec();
-        out_dims.push(self.out_dim()?);
         Ok(y.reshape(out_dims)?)
     }
 
@@ -207,7 +245,7 @@ mod tests {
                     out.push(cols_out);
                     y.reshape(out).unwrap()
                 };
-                // The fused layer (rten-gemm's product, fused epilogue) against the generic epilogue over the same
+                // The fused layer (candle's product, fused epilogue) against the generic epilogue over the same
                 // product.
                 let fused = layer.forward_act(&x, act).unwrap();
                 let want = generic_over(layer.weight.matmul(&x2).unwrap());
@@ -219,6 +257,62 @@ mod tests {
                 // The two GEMMs agree to f32 rounding.
                 assert_close(&format!("{act:?} {lead:?} GEMMs"), &fused, &generic, 2e-6);
             }
+        }
+    }
+
+    /// `layer` with its weight packed.
+    fn packed(layer: &Linear) -> Linear {
+        let ProjectionWeight::Dense(w) = &layer.weight else {
+            panic!("a dense layer")
+        };
+        Linear {
+            weight: ProjectionWeight::Packed(Arc::new(PackedWeight::pack_for_tests(w))),
+            bias: layer.bias.clone(),
+        }
+    }
+
+    #[test]
+    fn a_packed_weight_gives_the_dense_layers_outputs() {
+        for (lead, cols_in, cols_out) in [(vec![1], 3, 5), (vec![7], 64, 48), (vec![2, 17], 300, 130)] {
+            let dense = linear(cols_out, cols_in);
+            let mut dims = lead.clone();
+            dims.push(cols_in);
+            let x = wave(dims, 2.0, 0.0, 0.0);
+            let no_bias = Linear {
+                bias: None,
+                ..dense.clone()
+            };
+            // GELU tanh and ReLU have no fused form: the packed layer applies them after its product.
+            for act in [
+                None,
+                Some(Activation::Gelu),
+                Some(Activation::QuickGelu),
+                Some(Activation::GeluTanh),
+                Some(Activation::Relu),
+            ] {
+                for layer in [&dense, &no_bias] {
+                    let want = layer.forward_act(&x, act).unwrap();
+                    let got = packed(layer).forward_act(&x, act).unwrap();
+                    let what = format!("{act:?} {lead:?} bias {}", layer.bias.is_some());
+                    assert_close(&what, &got, &want, 2e-6);
+                }
+            }
+            // Stacked packed weights (panels concatenated, or repacked off a panel boundary) give the dense stack.
+            let other = linear(32, cols_in);
+            let want = Linear::fuse(&[dense.clone(), other.clone()])
+                .unwrap()
+                .forward(&x)
+                .unwrap();
+            let got = Linear::fuse(&[packed(&dense), packed(&other)]).unwrap();
+            assert!(matches!(got.weight, ProjectionWeight::Packed(_)));
+            assert_close(&format!("fused {lead:?}"), &got.forward(&x).unwrap(), &want, 2e-6);
+            // Quantizing a packed weight quantizes the weight it holds.
+            let (mut q_dense, mut q_packed) = (dense.clone(), packed(&dense));
+            assert!(q_dense.quantize(Quantization::Int8).unwrap() && q_packed.quantize(Quantization::Int8).unwrap());
+            assert_eq!(
+                bits(&q_packed.forward(&x).unwrap()),
+                bits(&q_dense.forward(&x).unwrap())
+            );
         }
     }
 

@@ -13,7 +13,7 @@ use crate::kernels::{self, Fresh, Kernels};
 
 /// The activations with a fused form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Act {
+pub(super) enum Act {
     None,
     GeluErf,
     QuickGelu,
@@ -21,7 +21,7 @@ enum Act {
 
 impl Act {
     /// The fused form of `act`, `None` where there is none.
-    fn of(act: Option<Activation>) -> Option<Act> {
+    pub(super) fn of(act: Option<Activation>) -> Option<Act> {
         match act {
             None => Some(Act::None),
             Some(Activation::Gelu) => Some(Act::GeluErf),
@@ -86,7 +86,7 @@ impl BiasAct {
 }
 
 #[inline(always)]
-fn bias_act_rows(data: &mut [f32], bias: Option<&[f32]>, a: Act) {
+pub(super) fn bias_act_rows(data: &mut [f32], bias: Option<&[f32]>, a: Act) {
     match (bias, a) {
         (Some(b), Act::None) => data.chunks_exact_mut(b.len()).for_each(|row| {
             row.iter_mut().zip(b).for_each(|(v, b)| *v += b);

@@ -1,40 +1,17 @@
-//! f32 GEMMs through `rten-gemm`, whose kernels are picked at run time (AVX-512F, AVX2+FMA, baseline):
-//! - attention's per-head products as one batched call, parallel over batch × heads ([`try_batched_matmul`]);
-//! - the projections' `x Wᵀ` on AVX-512 CPUs only ([`try_matmul_t`]): candle's matmul (`gemm` 0.19) has AVX2
-//!   kernels only, at less than half of such a CPU's f32 peak. On AVX2 candle's stays: the two GEMMs measured alike
-//!   alone (`scripts/gemm_candidates`) and candle's faster inside the towers. The weight is read in place as a
-//!   strided Wᵀ (packed per call, as candle's GEMM does too).
+//! f32 GEMMs through `rten-gemm`, whose kernels are picked at run time (AVX-512F, AVX2+FMA, baseline): attention's
+//! per-head products as one batched call, parallel over batch × heads ([`try_batched_matmul`]). The projections
+//! take the crate's own kernel over weights packed at load (`packed`): rten's packs its weight operand per call,
+//! which cost it half the speed on the text tower's short inputs (BENCHMARKS.md).
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmUninitOptions};
 use rten_tensor::NdTensorView;
 
-use super::{contiguous, Isa, Level};
+use super::contiguous;
 use crate::error::Result;
 use crate::kernels::{self, Fresh, Kernels};
 
-/// `x Wᵀ` for `x` (rows, in) and `weight` (out, in), both f32 on the CPU, or `None` where this kernel does not
-/// apply: a CPU without AVX-512F, the generic path forced, another device or dtype, or ranks other than 2.
-pub(crate) fn try_matmul_t(x: &Tensor, weight: &Tensor) -> Result<Option<Fresh>> {
-    if Isa::best().level() != Level::Avx512 {
-        return Ok(None);
-    }
-    matmul_t_where_it_applies(x, weight)
-}
-
-/// [`try_matmul_t`] without the CPU check, so that every CPU tests the kernel: the batched product over no
-/// leading dims (one `gemm_uninit` inside rten).
-fn matmul_t_where_it_applies(x: &Tensor, weight: &Tensor) -> Result<Option<Fresh>> {
-    if !applies(x, weight)? || x.rank() != 2 || weight.rank() != 2 {
-        return Ok(None);
-    }
-    let (x, weight) = (x.contiguous()?, weight.contiguous()?);
-    Ok(Some(Fresh::custom(
-        x.apply_op2_no_bwd(&weight, &BatchedMatMul(Rhs::Transposed))?,
-    )))
-}
-
-/// What both products need: the fused kernels allowed, both operands f32 on the CPU.
+/// What the product needs: the fused kernels allowed, both operands f32 on the CPU.
 fn applies(a: &Tensor, b: &Tensor) -> Result<bool> {
     Ok(kernels::selected()? == Kernels::Fused
         && a.device().is_cpu()
@@ -62,8 +39,7 @@ pub(crate) fn try_batched_matmul(a: &Tensor, b: &Tensor, rhs: Rhs) -> Result<Opt
     Ok(Some(Fresh::custom(a.apply_op2_no_bwd(b, &BatchedMatMul(rhs))?)))
 }
 
-/// The candle op behind [`try_batched_matmul`] and [`try_matmul_t`]: `a · b` or `a · bᵀ` over the leading dims
-/// (none for a plain matrix product).
+/// The candle op behind [`try_batched_matmul`]: `a · b` or `a · bᵀ` over the leading dims.
 struct BatchedMatMul(Rhs);
 
 impl CustomOp2 for BatchedMatMul {
@@ -146,37 +122,6 @@ mod tests {
     use super::*;
     use crate::kernels::cpu::testing::{assert_close, wave};
     use crate::kernels::testing::with_kernels;
-
-    #[test]
-    fn matches_candles_matmul_and_declines_where_it_does_not_apply() {
-        // rten-gemm runs its best kernel for this CPU (its AVX-512 kernel only where there is one).
-        println!("rten f32 kernel here: {}", GemmExecutor::<f32>::new().kernel_name());
-        for (m, k, n) in [(1, 3, 5), (7, 64, 48), (33, 100, 130), (257, 1024, 96)] {
-            let x = wave((m, k), 1.0, 0.2, 0.1);
-            let w = wave((n, k), 0.05, 0.9, 0.0);
-            let want = x.matmul(&w.t().unwrap()).unwrap();
-            let got = matmul_t_where_it_applies(&x, &w).unwrap().unwrap();
-            assert_close(&format!("{m}x{k}x{n}"), got.as_tensor(), &want, 2e-6);
-        }
-        let (x, w) = (wave((4, 8), 1.0, 0.0, 0.0), wave((3, 8), 1.0, 0.0, 0.0));
-        let avx512 = Isa::best().level() == Level::Avx512;
-        assert_eq!(
-            try_matmul_t(&x, &w).unwrap().is_some(),
-            avx512,
-            "taken on AVX-512 CPUs only"
-        );
-        assert!(with_kernels(Kernels::Generic, || matmul_t_where_it_applies(&x, &w).unwrap()).is_none());
-        let half = x.to_dtype(DType::F16).unwrap();
-        assert!(matmul_t_where_it_applies(&half, &w).unwrap().is_none());
-        assert!(matmul_t_where_it_applies(&x.unsqueeze(0).unwrap(), &w)
-            .unwrap()
-            .is_none());
-        let narrow = wave((3, 7), 1.0, 0.0, 0.0);
-        assert!(
-            matmul_t_where_it_applies(&x, &narrow).is_err(),
-            "mismatched widths are an error, not a wrong answer"
-        );
-    }
 
     #[test]
     fn batched_products_match_candles_batched_matmul() {

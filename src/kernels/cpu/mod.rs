@@ -1,5 +1,5 @@
-//! CPU kernels: the projections' f32 GEMM and dynamic-int8 GEMM (through `rten-gemm`), and the elementwise work
-//! around them — bias + activation, scaled masked softmax, layer norm — each one parallel (rayon) pass written so
+//! CPU kernels: the projections' f32 GEMM (the crate's own over weights packed at load on AVX2, `rten-gemm`'s on
+//! AVX-512) and dynamic-int8 GEMM (`rten-gemm`), and the elementwise work around them — bias + activation, scaled masked softmax, layer norm — each one parallel (rayon) pass written so
 //! that LLVM vectorises it, compiled for AVX-512 / AVX2+FMA / baseline and picked at run time ([`Isa`],
 //! `dispatch!`). Called only by `crate::nn`, through the `try_…` functions and types re-exported here.
 
@@ -47,14 +47,16 @@ mod int8;
 mod layer_norm;
 mod math;
 mod memory;
+mod packed;
 mod softmax;
 
 pub(crate) use bias_act::try_bias_act;
-pub(crate) use gemm::{try_batched_matmul, try_matmul_t, Rhs};
+pub(crate) use gemm::{try_batched_matmul, Rhs};
 pub(crate) use int8::Int8Weight;
 pub(crate) use isa::{Isa, Level};
 pub(crate) use layer_norm::try_layer_norm;
 pub(crate) use memory::weight_buffer;
+pub(crate) use packed::PackedWeight;
 pub(crate) use softmax::try_scaled_masked_softmax;
 
 /// Whether the CPU has AVX-512 VNNI, where candle's GGML quantized kernels are fast.

@@ -1,0 +1,604 @@
+//! f32 `act(x Wᵀ + b)` over a weight packed once, at load, into the micro-kernel's panels. BLIS's loop order: a
+//! register tile of 6 rows by 64 columns on AVX-512 (24 accumulators) or 16 on AVX2 (12), B panels KC deep so one
+//! stays in L1, A packed per call in MC-row blocks that stay in L2, and the bias and activation applied to each tile
+//! as its last pass ends. Plain Rust over fixed-size arrays, which LLVM keeps in vector registers, compiled per
+//! instruction set (`dispatch!`). The projections' GEMM on AVX2 and AVX-512 CPUs ([`PackedWeight::try_pack`]).
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::bias_act::{bias_act_rows, Act};
+use super::{contiguous, weight_buffer, Isa, Level, Param};
+use crate::config::Activation;
+use crate::error::{Error, Result};
+use crate::kernels::{self, Kernels};
+
+/// Rows of the register tile: the height of A's panels.
+const MR: usize = 6;
+/// Columns of the register tile, the width of B's panels, on AVX-512: four 16-lane vectors.
+const NR_WIDE: usize = 64;
+/// Columns of the register tile elsewhere: two 8-lane AVX2 vectors.
+const NR: usize = 16;
+/// Depth of one pass over a tile: a KC-deep panel of B (16 KiB on AVX2, 64 KiB on AVX-512) stays in L1 or close
+/// while the tiles below it reuse it.
+const KC: usize = 256;
+/// Rows of A one task covers: its packed MC×KC block (144 KiB) stays in L2 (512 KiB per core on Zen 3, 1 MiB on
+/// Zen 5).
+const MC: usize = 144;
+/// The widest column block one task covers.
+const MAX_BLOCK_COLS: usize = 256;
+/// Tasks per rayon thread, to balance uneven blocks.
+const TASKS_PER_THREAD: usize = 4;
+/// f32 values per 64-byte cache line: panels start on a line, so a panel row never straddles two.
+const LINE: usize = 16;
+
+/// A projection's (out, in) f32 weight as `Wᵀ` in panels of `width` columns: panel `p` holds
+/// `W[p·width .. (p+1)·width, k]` for every `k`, `width` values per `k` (past `out` zero).
+pub(crate) struct PackedWeight {
+    out_dim: usize,
+    in_dim: usize,
+    width: usize,
+    panels: Panels,
+}
+
+impl std::fmt::Debug for PackedWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedWeight({}x{}, f32)", self.out_dim, self.in_dim)
+    }
+}
+
+/// Panels of `width` columns, each `depth` deep, in one zeroed buffer whose used part starts on a cache line.
+struct Panels {
+    buffer: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl Panels {
+    fn new(count: usize, depth: usize, width: usize) -> Self {
+        let len = count * depth * width;
+        let buffer = weight_buffer::<f32>(len + LINE);
+        let start = buffer.as_ptr().align_offset(4 * LINE).min(LINE);
+        Self { buffer, start, len }
+    }
+
+    fn values(&self) -> &[f32] {
+        &self.buffer[self.start..self.start + self.len]
+    }
+
+    fn values_mut(&mut self) -> &mut [f32] {
+        &mut self.buffer[self.start..self.start + self.len]
+    }
+
+    /// Packs `rows` (row-major, `depth` wide) into panels of `width` rows: panel `p`, entry `k · width + j` is
+    /// `rows[(p · width + j) · depth + k]`.
+    fn pack(rows: &[f32], depth: usize, width: usize, isa: Isa) -> Self {
+        let count = (rows.len() / depth.max(1)).div_ceil(width);
+        let mut panels = Self::new(count, depth, width);
+        panels
+            .values_mut()
+            .par_chunks_mut((depth * width).max(1))
+            .zip(rows.par_chunks((depth * width).max(1)))
+            .for_each(|(panel, rows)| {
+                dispatch!(isa, (rows: &[f32], depth: usize, width: usize, panel: &mut [f32]) {
+                    pack_panel(rows, depth, width, panel)
+                })
+            });
+        panels
+    }
+}
+
+/// Writes up to `width` rows of `depth` values transposed into `panel` (depth × width); 8 values of each row at a
+/// time, so the writes stay in one 512-byte stretch (row by row, each write landed on a new cache line: 7× slower).
+#[inline(always)]
+fn pack_panel(rows: &[f32], depth: usize, width: usize, panel: &mut [f32]) {
+    const STEP: usize = 8;
+    for (k0, block) in (0..depth).step_by(STEP).zip(panel.chunks_mut(STEP * width)) {
+        let steps = block.len() / width;
+        for (j, row) in rows.chunks_exact(depth).enumerate() {
+            for (t, &v) in row[k0..k0 + steps].iter().enumerate() {
+                block[t * width + j] = v;
+            }
+        }
+    }
+}
+
+impl PackedWeight {
+    /// `weight` (out, in) packed for this CPU, or `None` where this kernel is not the one to use: the generic path
+    /// forced ([`Kernels`]), a CPU without AVX2+FMA (candle's matmul serves it), a weight not f32 on the CPU or not
+    /// 2-D.
+    pub(crate) fn try_pack(weight: &Tensor) -> Result<Option<Self>> {
+        let isa = Isa::best();
+        if kernels::selected()? != Kernels::Fused || isa.level() == Level::Baseline {
+            return Ok(None);
+        }
+        Self::pack_for(weight, isa)
+    }
+
+    /// The panel width `isa`'s register tile takes.
+    fn width_for(isa: Isa) -> usize {
+        match isa.level() {
+            Level::Avx512 => NR_WIDE,
+            Level::Avx2Fma | Level::Baseline => NR,
+        }
+    }
+
+    /// `weight` packed whatever the CPU, for the layers' tests.
+    #[cfg(test)]
+    pub(crate) fn pack_for_tests(weight: &Tensor) -> Self {
+        Self::pack_for(weight, Isa::best()).unwrap().unwrap()
+    }
+
+    /// [`PackedWeight::try_pack`] for a given instruction set, without the CPU check (so every CPU tests it).
+    fn pack_for(weight: &Tensor, isa: Isa) -> Result<Option<Self>> {
+        Self::pack_with_width(weight, Self::width_for(isa), isa)
+    }
+
+    /// `weight` in panels of `width` (a register tile's width), packed with `isa`'s code.
+    fn pack_with_width(weight: &Tensor, width: usize, isa: Isa) -> Result<Option<Self>> {
+        if !weight.device().is_cpu() || weight.dtype() != DType::F32 || weight.rank() != 2 {
+            return Ok(None);
+        }
+        let (out_dim, in_dim) = weight.dims2()?;
+        if out_dim == 0 || in_dim == 0 {
+            return Ok(None);
+        }
+        let weight = weight.contiguous()?;
+        let (storage, layout) = weight.storage_and_layout();
+        let candle_core::Storage::Cpu(storage) = &*storage else {
+            return Ok(None);
+        };
+        let w = contiguous(storage, layout, "packing a weight")?;
+        Ok(Some(Self {
+            out_dim,
+            in_dim,
+            width,
+            panels: Panels::pack(w, in_dim, width, isa),
+        }))
+    }
+
+    /// Output width.
+    pub(crate) fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    /// Input width.
+    pub(crate) fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+
+    /// The (out, in) weight, unpacked (to quantize it, or to concatenate weights whose panels do not line up).
+    pub(crate) fn to_tensor(&self) -> Result<Tensor> {
+        let (out_dim, in_dim, width) = (self.out_dim, self.in_dim, self.width);
+        let mut w = vec![0f32; out_dim * in_dim];
+        w.par_chunks_mut(width * in_dim)
+            .zip(self.panels.values().par_chunks(width * in_dim))
+            .for_each(|(rows, panel)| {
+                for (j, row) in rows.chunks_exact_mut(in_dim).enumerate() {
+                    for (k, v) in row.iter_mut().enumerate() {
+                        *v = panel[k * width + j];
+                    }
+                }
+            });
+        Ok(Tensor::from_vec(w, (out_dim, in_dim), &candle_core::Device::Cpu)?)
+    }
+
+    /// The weights of `parts` stacked along the output dimension, in order (q, k, v into one projection). Panels
+    /// are concatenated where every part but the last fills whole panels; otherwise the stack is repacked.
+    pub(crate) fn concat(parts: &[&PackedWeight]) -> Result<Self> {
+        let (in_dim, width) = parts.first().map_or((0, 0), |p| (p.in_dim, p.width));
+        let dims: Vec<_> = parts.iter().map(|p| (p.out_dim, p.in_dim)).collect();
+        if parts.is_empty() || parts.iter().any(|p| p.in_dim != in_dim || p.width != width) {
+            return Err(Error::invalid_argument(
+                "parts",
+                format!("cannot stack weights of (out, in) {dims:?}: none, or unequal input widths"),
+            ));
+        }
+        let out_dim: usize = parts.iter().map(|p| p.out_dim).sum();
+        if parts[..parts.len() - 1]
+            .iter()
+            .any(|p| !p.out_dim.is_multiple_of(width))
+        {
+            let dense = parts.iter().map(|p| p.to_tensor()).collect::<Result<Vec<_>>>()?;
+            return Self::pack_with_width(&Tensor::cat(&dense, 0)?, width, Isa::best())?.ok_or_else(|| {
+                Error::invalid_argument("parts", format!("cannot repack the stack of (out, in) {dims:?}"))
+            });
+        }
+        let mut panels = Panels::new(out_dim.div_ceil(width), in_dim, width);
+        let mut at = 0;
+        for part in parts {
+            let values = part.panels.values();
+            panels.values_mut()[at..at + values.len()].copy_from_slice(values);
+            at += values.len();
+        }
+        Ok(Self {
+            out_dim,
+            in_dim,
+            width,
+            panels,
+        })
+    }
+
+    /// `act(x Wᵀ + bias)` for `x` (rows, in), f32 on the CPU, into new storage. Bias and activation are applied
+    /// tile by tile where they have a fused form (GELU erf, quick_gelu, and a bias with a host copy); otherwise
+    /// after the product, by candle's ops.
+    pub(crate) fn forward(&self, x: &Tensor, bias: Option<&Param>, act: Option<Activation>) -> Result<Tensor> {
+        let bias_fits = |b: &Param| b.host.as_ref().is_some_and(|h| h.len() == self.out_dim);
+        let fused = Act::of(act).filter(|_| bias.is_none_or(bias_fits));
+        let op = PackedMatMul {
+            weight: self,
+            bias: fused.and(bias).and_then(|b| b.host.clone()),
+            act: fused.unwrap_or(Act::None),
+            isa: Isa::best(),
+        };
+        let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&op)?;
+        if fused.is_some() {
+            return Ok(y);
+        }
+        let y = match bias {
+            Some(b) => y.broadcast_add(b.tensor())?,
+            None => y,
+        };
+        match act {
+            Some(act) => act.forward(&y),
+            None => Ok(y),
+        }
+    }
+}
+
+/// The candle op behind [`PackedWeight::forward`].
+struct PackedMatMul<'a> {
+    weight: &'a PackedWeight,
+    bias: Option<Arc<[f32]>>,
+    act: Act,
+    isa: Isa,
+}
+
+impl CustomOp1 for PackedMatMul<'_> {
+    fn name(&self) -> &'static str {
+        "altclip-packed-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = contiguous(storage, layout, self.name())?;
+        let (rows, in_dim) = layout.shape().dims2()?;
+        if in_dim != self.weight.in_dim {
+            candle_core::bail!(
+                "{}: input {:?} against a weight of {} inputs",
+                self.name(),
+                layout.dims(),
+                self.weight.in_dim
+            );
+        }
+        let epilogue = Epilogue {
+            bias: self.bias.as_deref(),
+            act: self.act,
+        };
+        let y = matmul(x, rows, self.weight, epilogue, self.isa);
+        Ok((CpuStorage::F32(y), Shape::from((rows, self.weight.out_dim))))
+    }
+}
+
+/// What each finished tile gets: `act(y + bias)`.
+#[derive(Clone, Copy)]
+struct Epilogue<'a> {
+    bias: Option<&'a [f32]>,
+    act: Act,
+}
+
+/// The output, written through a raw pointer by the tasks, each into its own block of rows × columns.
+#[derive(Clone, Copy)]
+struct Output {
+    ptr: *mut f32,
+    /// Row pitch (the output width).
+    width: usize,
+}
+
+// SAFETY: the tasks of one `matmul` write disjoint blocks of the buffer `ptr` points into (see `blocks`), and
+// `matmul` waits for all of them before it uses the buffer.
+unsafe impl Send for Output {}
+// SAFETY: as above.
+unsafe impl Sync for Output {}
+
+/// One task: rows `rows.0..rows.1` by columns `cols.0..cols.1` of the output.
+#[derive(Clone, Copy)]
+struct Block {
+    rows: (usize, usize),
+    cols: (usize, usize),
+}
+
+/// The tasks for an output of `rows` × `cols` in panels of `width`: MC-row blocks by column blocks of whole
+/// panels, enough of them for every thread.
+fn blocks(rows: usize, cols: usize, width: usize) -> Vec<Block> {
+    let row_blocks = rows.div_ceil(MC).max(1);
+    let panels = cols.div_ceil(width).max(1);
+    let wanted = (TASKS_PER_THREAD * rayon::current_num_threads()).div_ceil(row_blocks);
+    let per_block = panels
+        .div_ceil(wanted.clamp(1, panels))
+        .min((MAX_BLOCK_COLS / width).max(1));
+    (0..panels.div_ceil(per_block))
+        .flat_map(|c| {
+            (0..row_blocks).map(move |r| Block {
+                rows: (r * MC, ((r + 1) * MC).min(rows)),
+                cols: (c * per_block * width, ((c + 1) * per_block * width).min(cols)),
+            })
+        })
+        .collect()
+}
+
+/// `x` (rows, in) times the packed weight, with `epilogue`, into a new (rows, out) buffer written once.
+fn matmul(x: &[f32], rows: usize, weight: &PackedWeight, epilogue: Epilogue, isa: Isa) -> Vec<f32> {
+    let (depth, cols, width) = (weight.in_dim, weight.out_dim, weight.width);
+    let a = Panels::pack(x, depth, MR, isa);
+    let mut y: Vec<f32> = Vec::with_capacity(rows * cols);
+    let out = Output {
+        ptr: y.as_mut_ptr(),
+        width: cols,
+    };
+    let job = Job {
+        a: a.values(),
+        b: weight.panels.values(),
+        depth,
+        out,
+        epilogue,
+    };
+    // Without FMA (the baseline), `mul_add` would be a libm call per product.
+    let fma = isa.level() != Level::Baseline;
+    blocks(rows, cols, width).into_par_iter().for_each(|block| {
+        dispatch!(isa, (job: Job, block: Block, width: usize, fma: bool) {
+            match (width, fma) {
+                (NR_WIDE, true) => run_block::<NR_WIDE, true>(job, block),
+                (NR_WIDE, false) => run_block::<NR_WIDE, false>(job, block),
+                (_, true) => run_block::<NR, true>(job, block),
+                (_, false) => run_block::<NR, false>(job, block),
+            }
+        })
+    });
+    // SAFETY: the blocks cover all rows × cols once (`blocks`), and `run_block` writes every value of its block in
+    // its first depth pass; all tasks have finished.
+    unsafe { y.set_len(rows * cols) };
+    y
+}
+
+/// What every task of one product shares: packed A, packed B, their depth, the output and its epilogue.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    a: &'a [f32],
+    b: &'a [f32],
+    depth: usize,
+    out: Output,
+    epilogue: Epilogue<'a>,
+}
+
+/// One task's block: for each KC-deep pass, each B panel (`W` columns wide), each A panel, one register tile.
+#[inline(always)]
+fn run_block<const W: usize, const FMA: bool>(job: Job, block: Block) {
+    let Job {
+        a,
+        b,
+        depth,
+        out,
+        epilogue,
+    } = job;
+    let (rows, cols) = (block.rows.1, out.width);
+    for k0 in (0..depth).step_by(KC) {
+        let steps = KC.min(depth - k0);
+        let pass = Pass {
+            first: k0 == 0,
+            last: k0 + steps == depth,
+        };
+        for j0 in (block.cols.0..block.cols.1).step_by(W) {
+            let bp = &b[(j0 / W) * depth * W + k0 * W..][..steps * W];
+            let width = W.min(cols - j0);
+            for i0 in (block.rows.0..rows).step_by(MR) {
+                let ap = &a[(i0 / MR) * depth * MR + k0 * MR..][..steps * MR];
+                let mut acc = [[0f32; W]; MR];
+                tile::<W, FMA>(ap, bp, &mut acc);
+                let corner = (i0, j0, MR.min(rows - i0), width);
+                store(&acc, out, corner, pass, epilogue);
+            }
+        }
+    }
+}
+
+/// Which depth pass a tile's sums come from: the first writes the output, later ones add to it, the last applies
+/// the epilogue.
+#[derive(Clone, Copy)]
+struct Pass {
+    first: bool,
+    last: bool,
+}
+
+/// `acc += A-panel · B-panel` over the panels' depth: per step, one A value per row times `W` B values.
+#[inline(always)]
+fn tile<const W: usize, const FMA: bool>(a: &[f32], b: &[f32], acc: &mut [[f32; W]; MR]) {
+    for (a, b) in a.chunks_exact(MR).zip(b.chunks_exact(W)) {
+        for (acc, &ai) in acc.iter_mut().zip(a) {
+            for (c, &bj) in acc.iter_mut().zip(b) {
+                *c = if FMA { ai.mul_add(bj, *c) } else { ai * bj + *c };
+            }
+        }
+    }
+}
+
+/// Writes (or adds) a tile's `height` × `width` values at (`row`, `col`) of the output; after the last pass, applies
+/// the epilogue to them.
+#[inline(always)]
+fn store<const W: usize>(
+    acc: &[[f32; W]; MR],
+    out: Output,
+    (row, col, height, width): (usize, usize, usize, usize),
+    pass: Pass,
+    epilogue: Epilogue,
+) {
+    for (i, acc) in acc.iter().enumerate().take(height) {
+        // SAFETY: (row + i, col .. col + width) lies inside the output (`blocks` and `run_block` keep to rows × cols)
+        // and inside this task's block, which no other task writes; the first pass writes before any read.
+        let dst = unsafe { out.ptr.add((row + i) * out.width + col) };
+        for (j, &v) in acc.iter().enumerate().take(width) {
+            // SAFETY: as above, for element j < width.
+            unsafe {
+                if pass.first {
+                    dst.add(j).write(v);
+                } else {
+                    *dst.add(j) += v;
+                }
+            }
+        }
+        if pass.last {
+            // SAFETY: as above; every value of this row segment has been written.
+            let row_values = unsafe { std::slice::from_raw_parts_mut(dst, width) };
+            bias_act_rows(row_values, epilogue.bias.map(|b| &b[col..col + width]), epilogue.act);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::cpu::math::gelu_erf;
+    use crate::kernels::cpu::testing::{for_each_isa, values, wave};
+
+    /// `act(x Wᵀ + b)` in f64, then rounded.
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        (rows, depth, cols): (usize, usize, usize),
+        gelu: bool,
+    ) -> Vec<f32> {
+        let mut y = vec![0f32; rows * cols];
+        for i in 0..rows {
+            for j in 0..cols {
+                let dot: f64 = (0..depth)
+                    .map(|k| f64::from(x[i * depth + k]) * f64::from(w[j * depth + k]))
+                    .sum();
+                let v = (dot + b.map_or(0.0, |b| f64::from(b[j]))) as f32;
+                y[i * cols + j] = if gelu { gelu_erf(v) } else { v };
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn every_instruction_set_matches_an_f64_reference_on_ragged_shapes() {
+        // Rows and columns off the tile (6 × 16), depths off KC (256) and off the packing step (8), blocks of
+        // several tasks.
+        for (rows, depth, cols) in [(1, 1, 1), (5, 7, 17), (13, 300, 40), (150, 520, 64), (7, 256, 272)] {
+            let x = values(&wave((rows, depth), 1.5, 0.1, 0.0));
+            let w_t = wave((cols, depth), 0.3, 0.7, 0.0);
+            let w = values(&w_t);
+            let b = values(&wave(cols, 0.5, 0.2, 0.1));
+            for gelu in [false, true] {
+                let want = reference(&x, &w, Some(&b), (rows, depth, cols), gelu);
+                for_each_isa("packed matmul", |isa| {
+                    for width in [NR, NR_WIDE] {
+                        let packed = PackedWeight::pack_with_width(&w_t, width, isa).unwrap().unwrap();
+                        let act = if gelu { Act::GeluErf } else { Act::None };
+                        let got = matmul(&x, rows, &packed, Epilogue { bias: Some(&b), act }, isa);
+                        let worst = got
+                            .iter()
+                            .zip(&want)
+                            .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
+                            .fold(0f32, f32::max);
+                        // f32 sums of up to 520 products of magnitude ≤ 0.45, against f64: a few ulps of the sum.
+                        assert!(
+                            worst <= 2e-6,
+                            "{isa:?} width {width} {rows}x{depth}x{cols} gelu {gelu}: {worst:e}"
+                        );
+                    }
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn unpacking_and_stacking_give_back_the_weights() {
+        let isa = Isa::best();
+        let cases = [
+            (vec![16, 32, 16], 24, NR),
+            (vec![5, 16, 3], 9, NR),
+            (vec![64, 128], 8, NR_WIDE),
+            (vec![16, 64], 8, NR_WIDE),
+        ];
+        for (parts, depth, width) in cases {
+            let dense: Vec<Tensor> = parts
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| wave((n, depth), 1.0, i as f64, 0.0))
+                .collect();
+            let packed: Vec<PackedWeight> = dense
+                .iter()
+                .map(|w| PackedWeight::pack_with_width(w, width, isa).unwrap().unwrap())
+                .collect();
+            for (p, w) in packed.iter().zip(&dense) {
+                assert_eq!(values(&p.to_tensor().unwrap()), values(w), "{parts:?} round trip");
+            }
+            let stacked = PackedWeight::concat(&packed.iter().collect::<Vec<_>>()).unwrap();
+            let want = Tensor::cat(&dense, 0).unwrap();
+            assert_eq!((stacked.out_dim(), stacked.in_dim()), want.dims2().unwrap());
+            assert_eq!(
+                values(&stacked.to_tensor().unwrap()),
+                values(&want),
+                "{parts:?} stacked"
+            );
+            let repacked = PackedWeight::pack_with_width(&want, width, isa).unwrap().unwrap();
+            assert_eq!(
+                stacked.panels.values(),
+                repacked.panels.values(),
+                "{parts:?} same panels as packing the stack"
+            );
+        }
+        let (a, b) = (wave((16, 8), 1.0, 0.0, 0.0), wave((16, 9), 1.0, 0.0, 0.0));
+        let (a, b) = (
+            PackedWeight::pack_for(&a, isa).unwrap().unwrap(),
+            PackedWeight::pack_for(&b, isa).unwrap().unwrap(),
+        );
+        assert!(PackedWeight::concat(&[&a, &b]).is_err(), "unequal input widths");
+        assert!(PackedWeight::concat(&[]).is_err(), "nothing to stack");
+    }
+
+    #[test]
+    fn only_cpu_f32_matrices_are_packed() {
+        let isa = Isa::best();
+        let w = wave((4, 8), 1.0, 0.0, 0.0);
+        assert!(PackedWeight::pack_for(&w, isa).unwrap().is_some());
+        assert!(
+            PackedWeight::pack_for(&w.to_dtype(DType::F16).unwrap(), isa)
+                .unwrap()
+                .is_none(),
+            "f16"
+        );
+        assert!(
+            PackedWeight::pack_for(&w.reshape((2, 2, 8)).unwrap(), isa)
+                .unwrap()
+                .is_none(),
+            "3-D"
+        );
+        // A transposed view is packed as the matrix it shows.
+        let t = PackedWeight::pack_for(&w.t().unwrap(), isa).unwrap().unwrap();
+        assert_eq!(values(&t.to_tensor().unwrap()), values(&w.t().unwrap()));
+    }
+
+    #[test]
+    fn blocks_cover_the_output_once() {
+        for ((rows, cols), width) in [(1, 1), (257, 1024), (2056, 4096), (77, 768), (145, 17)]
+            .into_iter()
+            .flat_map(|shape| [(shape, NR), (shape, NR_WIDE)])
+        {
+            let mut seen = vec![0u8; rows * cols];
+            for b in blocks(rows, cols, width) {
+                for i in b.rows.0..b.rows.1 {
+                    for j in b.cols.0..b.cols.1 {
+                        seen[i * cols + j] += 1;
+                    }
+                }
+                assert_eq!(b.rows.0 % MR, 0);
+                assert_eq!(b.cols.0 % width, 0);
+            }
+            assert!(seen.iter().all(|&s| s == 1), "{rows}x{cols} width {width}");
+        }
+    }
+}
