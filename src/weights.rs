@@ -211,6 +211,53 @@ impl Checkpoint {
 
     /// Loads `name`, checking its shape, and converts it to `dtype` on `device`.
     pub fn load(&self, name: &str, shape: &Shape, dtype: DType, device: &Device) -> Result<Tensor> {
+        let stored = self.checked(name, shape)?;
+        let read_err = |e: candle_core::Error| Error::WeightFile {
+            path: self.origin.clone(),
+            reason: format!("reading tensor `{stored}`: {e}"),
+        };
+        let tensor = match &self.source {
+            Source::Safetensors(st) => st.read(&stored, dtype)?,
+            Source::Pth(p) => p
+                .get(&stored)
+                .map_err(read_err)?
+                .ok_or_else(|| Error::MissingTensor { name: name.into() })?,
+            Source::Tensors(t) => t
+                .get(&stored)
+                .cloned()
+                .ok_or_else(|| Error::MissingTensor { name: name.into() })?,
+        };
+        Ok(tensor.to_dtype(dtype)?.to_device(device)?)
+    }
+
+    /// Reads the (rows, cols) matrix `name` as f32 on the CPU, handing `sink` `chunk_rows` rows at a time (the last
+    /// chunk may hold fewer) with the index of the chunk's first row: an f32 safetensors tensor streams through one
+    /// small buffer, so a consumer that re-lays the values out (packing) never holds a second whole copy. Other
+    /// sources load the tensor, then hand it over in chunks.
+    pub(crate) fn read_f32_rows(
+        &self,
+        name: &str,
+        (rows, cols): (usize, usize),
+        chunk_rows: usize,
+        sink: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let stored = self.checked(name, &Shape::from((rows, cols)))?;
+        let chunk = chunk_rows.max(1) * cols;
+        if let Source::Safetensors(st) = &self.source {
+            if let Some((file, info)) = st.info(&stored).filter(|(_, i)| i.dtype == safetensors::Dtype::F32) {
+                return file.read_f32_chunks(info, chunk, &mut |at, values| sink(at / cols.max(1), values));
+            }
+        }
+        let tensor = self.load(name, &Shape::from((rows, cols)), DType::F32, &Device::Cpu)?;
+        let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+        for (i, values) in values.chunks(chunk).enumerate() {
+            sink(i * chunk_rows.max(1), values)?;
+        }
+        Ok(())
+    }
+
+    /// The stored name of `name`, checked to have `shape` and a float dtype.
+    fn checked(&self, name: &str, shape: &Shape) -> Result<String> {
         let stored = self
             .resolve(name)
             .ok_or_else(|| Error::MissingTensor { name: name.into() })?;
@@ -230,24 +277,12 @@ impl Checkpoint {
                 dtype: stored_dtype,
             });
         }
-        let read_err = |e: candle_core::Error| Error::WeightFile {
-            path: self.origin.clone(),
-            reason: format!("reading tensor `{stored}`: {e}"),
-        };
-        let tensor = match &self.source {
-            Source::Safetensors(st) => st.read(&stored, dtype)?,
-            Source::Pth(p) => p
-                .get(&stored)
-                .map_err(read_err)?
-                .ok_or_else(|| Error::MissingTensor { name: name.into() })?,
-            Source::Tensors(t) => t
-                .get(&stored)
-                .cloned()
-                .ok_or_else(|| Error::MissingTensor { name: name.into() })?,
-        };
-        Ok(tensor.to_dtype(dtype)?.to_device(device)?)
+        Ok(stored)
     }
 }
+
+/// Values per read when a tensor streams through a buffer (4 MB of f32).
+const F32_CHUNK: usize = 1 << 20;
 
 /// Safetensors files opened for positioned reads, with their parsed headers.
 struct SafetensorsFiles {
@@ -370,22 +405,35 @@ impl SafetensorsFile {
         [T]: half::slice::HalfFloatSliceExt,
     {
         use half::slice::HalfFloatSliceExt;
-        const CHUNK: usize = 1 << 20;
         let shape = Shape::from_dims(&info.shape);
-        let n = shape.elem_count();
-        let mut values = crate::kernels::cpu::weight_buffer::<T>(n);
-        let mut chunk = vec![0f32; CHUNK.min(n)];
-        let mut offset = self.data_start + info.data_offsets.0 as u64;
-        for out in values.chunks_mut(CHUNK) {
-            let chunk = &mut chunk[..out.len()];
-            self.read_into(chunk, offset)?;
-            out.convert_from_f32_slice(chunk);
-            offset += 4 * out.len() as u64;
-        }
+        let mut values = crate::kernels::cpu::weight_buffer::<T>(shape.elem_count());
+        self.read_f32_chunks(info, F32_CHUNK, &mut |at, chunk| {
+            values[at..at + chunk.len()].convert_from_f32_slice(chunk);
+            Ok(())
+        })?;
         Tensor::from_vec(values, shape, &Device::Cpu).map_err(|e| Error::WeightFile {
             path: self.path.clone(),
             reason: format!("tensor `{name}`: {e}"),
         })
+    }
+
+    /// Reads the f32 tensor `info` through one buffer of `chunk` values, handing `sink` each chunk with the index
+    /// of its first value.
+    fn read_f32_chunks(
+        &self,
+        info: &TensorInfo,
+        chunk: usize,
+        sink: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let n = Shape::from_dims(&info.shape).elem_count();
+        let mut buffer = vec![0f32; chunk.max(1).min(n)];
+        let start = self.data_start + info.data_offsets.0 as u64;
+        for at in (0..n).step_by(chunk.max(1)) {
+            let values = &mut buffer[..chunk.min(n - at)];
+            self.read_into(values, start + 4 * at as u64)?;
+            sink(at, values)?;
+        }
+        Ok(())
     }
 
     fn read_values<T: bytemuck::Pod>(&self, n: usize, offset: u64) -> Result<Vec<T>> {
@@ -529,6 +577,19 @@ impl CheckpointView {
     /// Loads `name` with the expected shape in f32 (for normalisation parameters and scalars).
     pub fn get_f32(&self, shape: impl Into<Shape>, name: &str) -> Result<Tensor> {
         self.get_as(shape, name, DType::F32)
+    }
+
+    /// Streams the (rows, cols) matrix `name` as f32 to `sink`, `chunk_rows` rows at a time with the first row's
+    /// index (see `Checkpoint::read_f32_rows`).
+    pub(crate) fn read_f32_rows(
+        &self,
+        name: &str,
+        shape: (usize, usize),
+        chunk_rows: usize,
+        sink: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        self.checkpoint
+            .read_f32_rows(&self.full_name(name), shape, chunk_rows, sink)
     }
 
     /// Loads `name` with the expected shape in `dtype`.

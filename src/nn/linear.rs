@@ -24,13 +24,14 @@ enum ProjectionWeight {
 }
 
 impl ProjectionWeight {
-    /// `weight` as loaded, packed where the CPU's packed kernel is the one to use ([`PackedWeight::try_pack`]).
-    /// Also under a quantizing view: its layers are quantized from the packed weight, so that quantizing while
-    /// loading and after loading give the same model, projections outside the encoder layers included.
-    fn load(weight: Tensor) -> Result<Self> {
-        Ok(match PackedWeight::try_pack(&weight)? {
+    /// The (out, in) weight `weight` under `view`: packed as it is read where the CPU's packed kernel is the one to
+    /// use ([`PackedWeight::try_read`]), else as loaded. Also under a quantizing view: its layers are quantized from
+    /// the packed weight, so that quantizing while loading and after loading give the same model, projections
+    /// outside the encoder layers included.
+    fn load(view: &CheckpointView, out_dim: usize, in_dim: usize) -> Result<Self> {
+        Ok(match PackedWeight::try_read(view, "weight", (out_dim, in_dim))? {
             Some(packed) => Self::Packed(Arc::new(packed)),
-            None => Self::Dense(weight),
+            None => Self::Dense(view.get((out_dim, in_dim), "weight")?),
         })
     }
 
@@ -77,7 +78,7 @@ impl Linear {
     pub(crate) fn load(w: &CheckpointView, in_dim: usize, out_dim: usize) -> Result<Self> {
         let bias = Param::new(w.get(out_dim, "bias")?)?;
         Ok(Self {
-            weight: ProjectionWeight::load(w.get((out_dim, in_dim), "weight")?)?,
+            weight: ProjectionWeight::load(w, out_dim, in_dim)?,
             bias: Some(bias),
         })
     }
@@ -85,7 +86,7 @@ impl Linear {
     /// Loads a bias-free projection (`weight` only).
     pub(crate) fn load_no_bias(w: &CheckpointView, in_dim: usize, out_dim: usize) -> Result<Self> {
         Ok(Self {
-            weight: ProjectionWeight::load(w.get((out_dim, in_dim), "weight")?)?,
+            weight: ProjectionWeight::load(w, out_dim, in_dim)?,
             bias: None,
         })
     }

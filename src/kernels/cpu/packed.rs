@@ -2,7 +2,7 @@
 //! register tile of 6 rows by 64 columns on AVX-512 (24 accumulators) or 16 on AVX2 (12), B panels KC deep so one
 //! stays in L1, A packed per call in MC-row blocks that stay in L2, and the bias and activation applied to each tile
 //! as its last pass ends. Plain Rust over fixed-size arrays, which LLVM keeps in vector registers, compiled per
-//! instruction set (`dispatch!`). The projections' GEMM on AVX2 and AVX-512 CPUs ([`PackedWeight::try_pack`]).
+//! instruction set (`dispatch!`). The projections' GEMM on AVX2 and AVX-512 CPUs ([`PackedWeight::try_read`]).
 
 use std::sync::Arc;
 
@@ -14,6 +14,7 @@ use super::{contiguous, weight_buffer, Isa, Level, Param};
 use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Kernels};
+use crate::weights::CheckpointView;
 
 /// Rows of the register tile: the height of A's panels.
 const MR: usize = 6;
@@ -77,17 +78,22 @@ impl Panels {
     fn pack(rows: &[f32], depth: usize, width: usize, isa: Isa) -> Self {
         let count = (rows.len() / depth.max(1)).div_ceil(width);
         let mut panels = Self::new(count, depth, width);
-        panels
-            .values_mut()
-            .par_chunks_mut((depth * width).max(1))
-            .zip(rows.par_chunks((depth * width).max(1)))
-            .for_each(|(panel, rows)| {
-                dispatch!(isa, (rows: &[f32], depth: usize, width: usize, panel: &mut [f32]) {
-                    pack_panel(rows, depth, width, panel)
-                })
-            });
+        fill_panels(panels.values_mut(), rows, depth, width, isa);
         panels
     }
+}
+
+/// Packs `rows` (row-major, `depth` wide) into the panels `panels` starts with, one rayon task per panel.
+fn fill_panels(panels: &mut [f32], rows: &[f32], depth: usize, width: usize, isa: Isa) {
+    let panel_len = (depth * width).max(1);
+    panels
+        .par_chunks_mut(panel_len)
+        .zip(rows.par_chunks(panel_len))
+        .for_each(|(panel, rows)| {
+            dispatch!(isa, (rows: &[f32], depth: usize, width: usize, panel: &mut [f32]) {
+                pack_panel(rows, depth, width, panel)
+            })
+        });
 }
 
 /// Writes up to `width` rows of `depth` values transposed into `panel` (depth × width); 8 values of each row at a
@@ -106,15 +112,41 @@ fn pack_panel(rows: &[f32], depth: usize, width: usize, panel: &mut [f32]) {
 }
 
 impl PackedWeight {
-    /// `weight` (out, in) packed for this CPU, or `None` where this kernel is not the one to use: the generic path
-    /// forced ([`Kernels`]), a CPU without AVX2+FMA (candle's matmul serves it), a weight not f32 on the CPU or not
-    /// 2-D.
-    pub(crate) fn try_pack(weight: &Tensor) -> Result<Option<Self>> {
+    /// The (out, in) f32 weight `name` read from `view` straight into panels for this CPU (through one 4 MB buffer:
+    /// the unpacked weight is never held whole), or `None` where this kernel is not the one to use: the generic path
+    /// forced ([`Kernels`]), a CPU without AVX2+FMA (candle's matmul serves it), a view that loads to another device
+    /// or dtype than f32 on the CPU, an empty weight.
+    pub(crate) fn try_read(
+        view: &CheckpointView,
+        name: &str,
+        (out_dim, in_dim): (usize, usize),
+    ) -> Result<Option<Self>> {
         let isa = Isa::best();
-        if kernels::selected()? != Kernels::Fused || isa.level() == Level::Baseline {
+        let cpu_f32 = view.device().is_cpu() && view.dtype() == DType::F32;
+        if kernels::selected()? != Kernels::Fused || isa.level() == Level::Baseline || !cpu_f32 {
             return Ok(None);
         }
-        Self::pack_for(weight, isa)
+        if out_dim == 0 || in_dim == 0 {
+            return Ok(None);
+        }
+        let width = Self::width_for(isa);
+        let mut panels = Panels::new(out_dim.div_ceil(width), in_dim, width);
+        // Whole panels per chunk, about 1 M values.
+        let chunk_rows = ((1 << 20) / in_dim / width).max(1) * width;
+        let panel_len = in_dim * width;
+        let all = panels.values_mut();
+        view.read_f32_rows(name, (out_dim, in_dim), chunk_rows, &mut |row, values| {
+            let first = row / width * panel_len;
+            let len = (values.len() / in_dim).div_ceil(width) * panel_len;
+            fill_panels(&mut all[first..first + len], values, in_dim, width, isa);
+            Ok(())
+        })?;
+        Ok(Some(Self {
+            out_dim,
+            in_dim,
+            width,
+            panels,
+        }))
     }
 
     /// The panel width `isa`'s register tile takes.
@@ -131,7 +163,8 @@ impl PackedWeight {
         Self::pack_for(weight, Isa::best()).unwrap().unwrap()
     }
 
-    /// [`PackedWeight::try_pack`] for a given instruction set, without the CPU check (so every CPU tests it).
+    /// `weight` packed for `isa`'s register tile.
+    #[cfg(test)]
     fn pack_for(weight: &Tensor, isa: Isa) -> Result<Option<Self>> {
         Self::pack_with_width(weight, Self::width_for(isa), isa)
     }
@@ -558,6 +591,50 @@ mod tests {
         );
         assert!(PackedWeight::concat(&[&a, &b]).is_err(), "unequal input widths");
         assert!(PackedWeight::concat(&[]).is_err(), "nothing to stack");
+    }
+
+    #[test]
+    fn weights_read_in_chunks_pack_as_the_loaded_tensor() {
+        use crate::weights::{Checkpoint, CheckpointView};
+        use candle_core::Device;
+        // 150 rows of 20 000: chunks of whole panels, 48 rows (AVX2) or 64 (AVX-512), the last one short.
+        let w = wave((150, 20_000), 1.0, 0.4, 0.0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        w.save_safetensors("p.weight", &path).unwrap();
+        let from_file = CheckpointView::new(
+            Checkpoint::from_safetensors(&[&path]).unwrap(),
+            DType::F32,
+            &Device::Cpu,
+        );
+        let in_memory = Checkpoint::from_tensors([("p.weight".to_string(), w.clone())].into());
+        let in_memory = CheckpointView::new(in_memory, DType::F32, &Device::Cpu);
+        let isa = Isa::best();
+        for (what, view) in [("safetensors", &from_file), ("tensors", &in_memory)] {
+            let read = PackedWeight::try_read(&view.pp("p"), "weight", (150, 20_000)).unwrap();
+            if isa.level() == Level::Baseline {
+                assert!(read.is_none(), "{what}: the baseline keeps candle's matmul");
+                continue;
+            }
+            let read = read.unwrap();
+            let packed = PackedWeight::pack_for(&w, isa).unwrap().unwrap();
+            assert_eq!(read.panels.values(), packed.panels.values(), "{what}");
+            assert!(
+                PackedWeight::try_read(&view.pp("p"), "weight", (20_000, 150)).is_err(),
+                "{what}: wrong shape"
+            );
+        }
+        let half = CheckpointView::new(
+            Checkpoint::from_safetensors(&[&path]).unwrap(),
+            DType::F16,
+            &Device::Cpu,
+        );
+        assert!(
+            PackedWeight::try_read(&half.pp("p"), "weight", (150, 20_000))
+                .unwrap()
+                .is_none(),
+            "f16 view"
+        );
     }
 
     #[test]
