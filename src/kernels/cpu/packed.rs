@@ -114,13 +114,17 @@ fn pack_panel(rows: &[f32], depth: usize, width: usize, panel: &mut [f32]) {
 impl PackedWeight {
     /// The (out, in) f32 weight `name` read from `view` straight into panels for this CPU (through one 4 MB buffer:
     /// the unpacked weight is never held whole), or `None` where this kernel is not the one to use: the generic path
-    /// forced ([`Kernels`]), a CPU without AVX2+FMA (candle's matmul serves it), a view that loads to another device
-    /// or dtype than f32 on the CPU, an empty weight.
+    /// forced ([`Kernels`]), a CPU without AVX2+FMA (candle's matmul serves it), a build with the `mkl` feature
+    /// (whoever asks for MKL gets it: candle's matmul through MKL), a view that loads to another device or dtype than
+    /// f32 on the CPU, an empty weight.
     pub(crate) fn try_read(
         view: &CheckpointView,
         name: &str,
         (out_dim, in_dim): (usize, usize),
     ) -> Result<Option<Self>> {
+        if cfg!(feature = "mkl") {
+            return Ok(None);
+        }
         let isa = Isa::best();
         let cpu_f32 = view.device().is_cpu() && view.dtype() == DType::F32;
         if kernels::selected()? != Kernels::Fused || isa.level() == Level::Baseline || !cpu_f32 {
@@ -612,8 +616,11 @@ mod tests {
         let isa = Isa::best();
         for (what, view) in [("safetensors", &from_file), ("tensors", &in_memory)] {
             let read = PackedWeight::try_read(&view.pp("p"), "weight", (150, 20_000)).unwrap();
-            if isa.level() == Level::Baseline {
-                assert!(read.is_none(), "{what}: the baseline keeps candle's matmul");
+            if isa.level() == Level::Baseline || cfg!(feature = "mkl") {
+                assert!(
+                    read.is_none(),
+                    "{what}: the baseline and MKL builds keep candle's matmul"
+                );
                 continue;
             }
             let read = read.unwrap();
