@@ -249,11 +249,18 @@ impl Checkpoint {
             }
         }
         let tensor = self.load(name, &Shape::from((rows, cols)), DType::F32, &Device::Cpu)?;
-        let values = tensor.flatten_all()?.to_vec1::<f32>()?;
-        for (i, values) in values.chunks(chunk).enumerate() {
-            sink(i * chunk_rows.max(1), values)?;
-        }
-        Ok(())
+        let handed = crate::kernels::cpu::with_host_f32(&tensor, |values| {
+            values
+                .chunks(chunk)
+                .enumerate()
+                .try_for_each(|(i, values)| sink(i * chunk_rows.max(1), values))
+        })?;
+        handed.unwrap_or_else(|| {
+            Err(Error::WeightFile {
+                path: self.origin.clone(),
+                reason: format!("tensor `{stored}`: not readable as f32 on the CPU"),
+            })
+        })
     }
 
     /// The stored name of `name`, checked to have `shape` and a float dtype.

@@ -9,7 +9,7 @@ use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmUninitOptions, PackedB
 use rten_tensor::NdTensorView;
 
 use super::math::{lane_max, lane_max_of};
-use super::{contiguous, Isa};
+use super::{contiguous, with_host_f32, Isa};
 use crate::error::{Error, Result};
 use crate::kernels::Fresh;
 
@@ -66,19 +66,17 @@ impl Int8Weight {
             return Err(unsupported());
         }
         // Read in place: a copy of every weight cost as much as quantizing it.
-        let contiguous_weight = weight.contiguous()?;
-        let (storage, layout) = contiguous_weight.storage_and_layout();
-        let candle_core::Storage::Cpu(storage) = &*storage else {
-            return Err(unsupported());
-        };
-        let w = contiguous(storage, layout, "int8 quantization")?;
-        let mut q = vec![0i8; w.len()];
         let isa = Isa::best();
-        let (scales, code_sums): (Vec<f32>, Vec<i32>) = q
-            .par_chunks_mut(in_dim)
-            .zip(w.par_chunks(in_dim))
-            .map(|(q, w)| dispatch!(isa, (w: &[f32], q: &mut [i8]) -> (f32, i32) { quantize_weight_row(w, q) }))
-            .unzip();
+        let (q, (scales, code_sums)) = with_host_f32(weight, |w| {
+            let mut q = vec![0i8; w.len()];
+            let rows: (Vec<f32>, Vec<i32>) = q
+                .par_chunks_mut(in_dim)
+                .zip(w.par_chunks(in_dim))
+                .map(|(q, w)| dispatch!(isa, (w: &[f32], q: &mut [i8]) -> (f32, i32) { quantize_weight_row(w, q) }))
+                .unzip();
+            (q, rows)
+        })?
+        .ok_or_else(unsupported)?;
         // Wᵀ (in, out) as a strided view of the (out, in) rows: packing reads it without a transposed copy.
         let b = NdTensorView::from_data_with_strides([in_dim, out_dim], &q[..], [1, in_dim])
             .map_err(|e| candle_core::Error::Msg(format!("int8 weight view: {e:?}")))?;

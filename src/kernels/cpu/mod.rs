@@ -182,6 +182,20 @@ fn contiguous_mut<'a>(storage: &'a mut CpuStorage, layout: &Layout, op: &str) ->
     }
 }
 
+/// Runs `f` on `t`'s values read in place (copied first only where `t` is not contiguous), or returns `None`
+/// where `t` is not f32 on the CPU.
+pub(crate) fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<Option<R>> {
+    if t.dtype() != DType::F32 {
+        return Ok(None);
+    }
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(storage) = &*storage else {
+        return Ok(None);
+    };
+    Ok(Some(f(contiguous(storage, layout, "reading f32 values")?)))
+}
+
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op}: f32 only");

@@ -10,7 +10,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::bias_act::{bias_act_rows, Act};
-use super::{contiguous, weight_buffer, Isa, Level, Param};
+use super::{contiguous, weight_buffer, with_host_f32, Isa, Level, Param};
 use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Kernels};
@@ -182,18 +182,14 @@ impl PackedWeight {
         if out_dim == 0 || in_dim == 0 {
             return Ok(None);
         }
-        let weight = weight.contiguous()?;
-        let (storage, layout) = weight.storage_and_layout();
-        let candle_core::Storage::Cpu(storage) = &*storage else {
-            return Ok(None);
-        };
-        let w = contiguous(storage, layout, "packing a weight")?;
-        Ok(Some(Self {
-            out_dim,
-            in_dim,
-            width,
-            panels: Panels::pack(w, in_dim, width, isa),
-        }))
+        Ok(
+            with_host_f32(weight, |w| Panels::pack(w, in_dim, width, isa))?.map(|panels| Self {
+                out_dim,
+                in_dim,
+                width,
+                panels,
+            }),
+        )
     }
 
     /// Output width.
