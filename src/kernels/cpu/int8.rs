@@ -1,14 +1,17 @@
 //! Dynamic int8 `x Wᵀ`, as PyTorch's `quantize_dynamic` and ONNX Runtime's `MatMulInteger`: the weight quantized
-//! once to symmetric int8 per output channel and packed for `rten-gemm`'s integer kernels (`vpdpbusd` with
-//! AVX-512 VNNI, `vpmaddubsw` + `vpmaddwd` on AVX2); each call quantizes the input rows to u8 (asymmetric, per row),
-//! accumulates in i32 and dequantizes to f32. Bias and activation follow in `bias_act`, as after an f32 GEMM.
+//! once to symmetric int8 per output channel and packed for the integer GEMM — AMX tiles where the CPU has AMX-INT8
+//! and the OS grants it ([`super::amx`]), else `rten-gemm`'s kernels (`vpdpbusd` with AVX-512 VNNI, `vpmaddubsw` +
+//! `vpmaddwd` on AVX2); each call quantizes the input rows to u8 (asymmetric, per row), accumulates in i32 and
+//! dequantizes to f32. Bias and activation follow in `bias_act`, as after an f32 GEMM.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmUninitOptions, PackedBMatrix};
 use rten_tensor::NdTensorView;
 
-use super::math::{lane_max, lane_max_of};
+#[cfg(target_arch = "x86_64")]
+use super::amx::{self, AmxWeight, Granted};
+use super::math::{lane_max_of, lane_min_max, round_clamped};
 use super::{contiguous, with_host_f32, Isa};
 use crate::error::{Error, Result};
 use crate::kernels::Fresh;
@@ -18,7 +21,7 @@ const WEIGHT_MAX: f32 = 127.0;
 
 /// A projection's (out, in) weight as int8 per output channel, packed for the integer GEMM.
 pub(crate) struct Int8Weight {
-    packed: PackedBMatrix<i8>,
+    packing: Packing,
     /// Per output channel: `w[j, :] ≈ scales[j] · q[j, :]`.
     scales: Vec<f32>,
     /// Per output channel: `Σ q[j, :]`, for the input zero points' share of the products.
@@ -29,13 +32,44 @@ pub(crate) struct Int8Weight {
     input_max: f32,
 }
 
+/// The integer GEMM a weight is packed for.
+enum Packing {
+    Rten(PackedBMatrix<i8>),
+    #[cfg(target_arch = "x86_64")]
+    Amx(AmxWeight),
+}
+
+/// Which integer GEMM to pack for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Rten,
+    #[cfg(target_arch = "x86_64")]
+    Amx(Granted),
+}
+
+impl Backend {
+    /// AMX where it may run (8× VNNI's products per instruction), else `rten-gemm`.
+    fn best() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(granted) = Granted::check() {
+            return Self::Amx(granted);
+        }
+        Self::Rten
+    }
+}
+
 impl std::fmt::Debug for Int8Weight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "Int8Weight({}x{}, input codes 0..={})",
+            "Int8Weight({}x{}, {}, input codes 0..={})",
             self.scales.len(),
             self.in_dim,
+            match self.packing {
+                Packing::Rten(_) => "rten-gemm",
+                #[cfg(target_arch = "x86_64")]
+                Packing::Amx(_) => "AMX",
+            },
             self.input_max
         )
     }
@@ -49,6 +83,10 @@ impl Int8Weight {
     /// Quantizes and packs `weight` (out, in), f32 on the CPU (anything else is `Error::InvalidArgument`): per row, `scale = max|w| / 127`,
     /// `q = round(w / scale)` (ties to even).
     pub(crate) fn quantize(weight: &Tensor) -> Result<Self> {
+        Self::quantize_for(weight, Backend::best())
+    }
+
+    fn quantize_for(weight: &Tensor, backend: Backend) -> Result<Self> {
         let (out_dim, in_dim) = weight.dims2()?;
         let unsupported = || {
             Error::invalid_argument(
@@ -77,13 +115,21 @@ impl Int8Weight {
             (q, rows)
         })?
         .ok_or_else(unsupported)?;
-        // Wᵀ (in, out) as a strided view of the (out, in) rows: packing reads it without a transposed copy.
-        let b = NdTensorView::from_data_with_strides([in_dim, out_dim], &q[..], [1, in_dim])
-            .map_err(|e| candle_core::Error::Msg(format!("int8 weight view: {e:?}")))?;
-        let exec = executor();
-        let input_max = if exec.may_saturate() { 127.0 } else { 255.0 };
+        let (packing, input_max) = match backend {
+            // Exact i32 sums of u8 × i8 products: the full code range.
+            #[cfg(target_arch = "x86_64")]
+            Backend::Amx(granted) => (Packing::Amx(AmxWeight::pack(&q, (out_dim, in_dim), granted)), 255.0),
+            Backend::Rten => {
+                // Wᵀ (in, out) as a strided view of the (out, in) rows: packing reads it without a transposed copy.
+                let b = NdTensorView::from_data_with_strides([in_dim, out_dim], &q[..], [1, in_dim])
+                    .map_err(|e| candle_core::Error::Msg(format!("int8 weight view: {e:?}")))?;
+                let exec = executor();
+                let input_max = if exec.may_saturate() { 127.0 } else { 255.0 };
+                (Packing::Rten(exec.prepack_b(b)), input_max)
+            }
+        };
         Ok(Self {
-            packed: exec.prepack_b(b),
+            packing,
             scales,
             code_sums,
             in_dim,
@@ -129,8 +175,7 @@ fn quantize_weight_row(w: &[f32], q: &mut [i8]) -> (f32, i32) {
     let scale = if amax > 0.0 { amax / WEIGHT_MAX } else { 1.0 };
     let inv = 1.0 / scale;
     for (q, v) in q.iter_mut().zip(w) {
-        // Through i32, which vectorises (the value is in range; NaN gives 0 either way).
-        *q = (v * inv).round_ties_even().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i32 as i8;
+        *q = round_clamped(v * inv, -WEIGHT_MAX, WEIGHT_MAX) as i8;
     }
     (scale, q.iter().map(|&c| i32::from(c)).sum())
 }
@@ -139,13 +184,13 @@ fn quantize_weight_row(w: &[f32], q: &mut [i8]) -> (f32, i32) {
 /// zero maps to a code exactly); returns (scale, zero point).
 #[inline(always)]
 fn quantize_input_row(x: &[f32], q: &mut [u8], max: f32) -> (f32, u8) {
-    let (lo, hi) = (-lane_max_of(x, |v| -v).max(0.0), lane_max(x).max(0.0));
+    let (lo, hi) = lane_min_max(x);
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
     let scale = if hi > lo { (hi - lo) / max } else { 1.0 };
     let inv = 1.0 / scale;
     let zero = (-lo * inv).round_ties_even().clamp(0.0, max);
     for (q, &v) in q.iter_mut().zip(x) {
-        // Through i32, as for the weights.
-        *q = (v * inv + zero).round_ties_even().clamp(0.0, max) as i32 as u8;
+        *q = round_clamped(v * inv + zero, 0.0, max) as u8;
     }
     (scale, zero as u8)
 }
@@ -165,14 +210,16 @@ struct Int8MatMul<'a> {
 }
 
 impl Int8MatMul<'_> {
-    /// Quantizes `x`'s rows: the u8 codes, each row's scale and zero point.
-    fn quantize_input(&self, x: &[f32]) -> (Vec<u8>, Vec<f32>, Vec<u8>) {
+    /// Quantizes `x`'s rows into rows of `pitch` codes (zeros past the input width), `padded_rows` of them (zeros
+    /// past `x`'s): the codes, each row's scale and zero point.
+    fn quantize_input(&self, x: &[f32], pitch: usize, padded_rows: usize) -> (Vec<u8>, Vec<f32>, Vec<u8>) {
         let (k, max, isa) = (self.weight.in_dim, self.weight.input_max, self.isa);
-        let mut codes = vec![0u8; x.len()];
+        let mut codes = vec![0u8; padded_rows * pitch];
         let (scales, zeros) = codes
-            .par_chunks_mut(k)
+            .par_chunks_mut(pitch)
             .zip(x.par_chunks(k))
             .map(|(q, x)| {
+                let q = &mut q[..k];
                 dispatch!(isa, (x: &[f32], q: &mut [u8], max: f32) -> (f32, u8) { quantize_input_row(x, q, max) })
             })
             .unzip();
@@ -180,9 +227,28 @@ impl Int8MatMul<'_> {
     }
 
     fn run(&self, x: &[f32]) -> std::result::Result<Vec<f32>, rten_gemm::GemmError> {
+        match &self.weight.packing {
+            Packing::Rten(packed) => self.run_rten(x, packed),
+            #[cfg(target_arch = "x86_64")]
+            Packing::Amx(packed) => {
+                let rows = x.len() / self.weight.in_dim;
+                let (codes, row_scales, zeros) =
+                    self.quantize_input(x, packed.depth(), rows.next_multiple_of(amx::TILE_ROWS));
+                let dq = amx::Dequantize {
+                    row_scales: &row_scales,
+                    zeros: &zeros,
+                    scales: &self.weight.scales,
+                    code_sums: &self.weight.code_sums,
+                };
+                Ok(amx::matmul(&codes, rows, packed, dq, self.isa))
+            }
+        }
+    }
+
+    fn run_rten(&self, x: &[f32], packed: &PackedBMatrix<i8>) -> std::result::Result<Vec<f32>, rten_gemm::GemmError> {
         let (k, n) = (self.weight.in_dim, self.weight.out_dim());
         let rows = x.len() / k;
-        let (codes, row_scales, zeros) = self.quantize_input(x);
+        let (codes, row_scales, zeros) = self.quantize_input(x, k, rows);
         let a = NdTensorView::from_data([rows, k], &codes[..]);
         let mut acc: Vec<i32> = Vec::with_capacity(rows * n);
         // Raw `Σ codes · weight codes`; the zero points are applied in the dequantization, not by rten-gemm, whose
@@ -191,7 +257,7 @@ impl Int8MatMul<'_> {
             .gemm_uninit(
                 &mut acc.spare_capacity_mut()[..rows * n],
                 GemmInputA::Unpacked(a),
-                GemmInputB::Packed(&self.weight.packed),
+                GemmInputB::Packed(packed),
                 GemmUninitOptions::default(),
             )?
             .len();
@@ -277,6 +343,52 @@ mod tests {
     }
 
     #[test]
+    fn amx_gives_the_values_rten_gemm_gives() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let Some(granted) = Granted::check() else {
+                println!("int8 AMX: skipped, this CPU lacks AMX-INT8 or the OS did not grant the tile state");
+                return;
+            };
+            // Rows off the 16-row tile and the 32-row pair, several row blocks; depths off the 64-deep step;
+            // widths off the 32-column pair, several column blocks; the towers' depths.
+            for (rows, k, n) in [
+                (1, 5, 7),
+                (17, 64, 33),
+                (33, 70, 40),
+                (300, 256, 300),
+                (257, 1024, 64),
+                (40, 4096, 96),
+            ] {
+                let w = wave((n, k), 0.05, 0.3, 0.0);
+                let x = values(&wave((rows, k), 2.0, 1.1, 0.3));
+                let amx = Int8Weight::quantize_for(&w, Backend::Amx(granted)).unwrap();
+                let rten = Int8Weight::quantize_for(&w, Backend::Rten).unwrap();
+                assert_eq!(
+                    amx.input_max, rten.input_max,
+                    "a CPU with AMX has VNNI: no reduced range"
+                );
+                let want = Int8MatMul {
+                    weight: &rten,
+                    isa: Isa::best(),
+                }
+                .run(&x)
+                .unwrap();
+                for_each_isa("int8 AMX dequantization", |isa| {
+                    let got = Int8MatMul { weight: &amx, isa }.run(&x).unwrap();
+                    assert_eq!(
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "{rows}x{k}x{n}, {isa:?}"
+                    );
+                });
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        println!("int8 AMX: skipped, not an x86-64 CPU");
+    }
+
+    #[test]
     fn rows_round_trip_within_half_a_step() {
         let x = [-1.5f32, 0.0, 0.25, 3.0, -0.75];
         for max in [127.0, 255.0] {
@@ -319,7 +431,7 @@ mod tests {
                 weight: &int8,
                 isa: Isa::best(),
             };
-            let (xc, xs, xz) = op.quantize_input(&xv);
+            let (xc, xs, xz) = op.quantize_input(&xv, k, rows);
             let xq: Vec<f32> = xc
                 .chunks(k)
                 .zip(xs.iter().zip(&xz))

@@ -1,7 +1,8 @@
-//! CPU kernels: the projections' f32 GEMM (the crate's own over weights packed at load on AVX2, `rten-gemm`'s on
-//! AVX-512) and dynamic-int8 GEMM (`rten-gemm`), and the elementwise work around them — bias + activation, scaled masked softmax, layer norm — each one parallel (rayon) pass written so
-//! that LLVM vectorises it, compiled for AVX-512 / AVX2+FMA / baseline and picked at run time ([`Isa`],
-//! `dispatch!`). Called only by `crate::nn`, through the `try_…` functions and types re-exported here.
+//! CPU kernels: the projections' f32 GEMM (the crate's own, over weights packed at load), dynamic-int8 GEMM (AMX
+//! tiles where granted, else `rten-gemm`), attention's batched matmul, and the elementwise work around them — bias +
+//! activation, scaled masked softmax, layer norm — each one parallel (rayon) pass written so that LLVM vectorises
+//! it, compiled for AVX-512 / AVX2+FMA / baseline and picked at run time ([`Isa`], `dispatch!`). Called only by
+//! `crate::nn`, through the `try_…` functions and types re-exported here.
 
 use std::sync::Arc;
 
@@ -41,6 +42,8 @@ macro_rules! dispatch {
     }};
 }
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod bias_act;
 mod gemm;
 mod int8;

@@ -323,39 +323,43 @@ struct Epilogue<'a> {
 
 /// The output, written through a raw pointer by the tasks, each into its own block of rows × columns.
 #[derive(Clone, Copy)]
-struct Output {
-    ptr: *mut f32,
+pub(super) struct Output {
+    pub(super) ptr: *mut f32,
     /// Row pitch (the output width).
-    width: usize,
+    pub(super) width: usize,
 }
 
-// SAFETY: the tasks of one `matmul` write disjoint blocks of the buffer `ptr` points into (see `blocks`), and
-// `matmul` waits for all of them before it uses the buffer.
+// SAFETY: the tasks of one product (this module's `matmul`, or AMX's) write disjoint blocks of the buffer `ptr`
+// points into (see `task_blocks`), and the product waits for all of them before it uses the buffer.
 unsafe impl Send for Output {}
 // SAFETY: as above.
 unsafe impl Sync for Output {}
 
 /// One task: rows `rows.0..rows.1` by columns `cols.0..cols.1` of the output.
 #[derive(Clone, Copy)]
-struct Block {
-    rows: (usize, usize),
-    cols: (usize, usize),
+pub(super) struct Block {
+    pub(super) rows: (usize, usize),
+    pub(super) cols: (usize, usize),
 }
 
 /// The tasks for an output of `rows` × `cols` in panels of `width`: MC-row blocks by column blocks of whole
 /// panels, enough of them for every thread.
 fn blocks(rows: usize, cols: usize, width: usize) -> Vec<Block> {
-    let row_blocks = rows.div_ceil(MC).max(1);
-    let panels = cols.div_ceil(width).max(1);
+    task_blocks((rows, cols), (MC, width), MAX_BLOCK_COLS)
+}
+
+/// The tasks for an output of `rows` × `cols`: `block.0`-row blocks by column blocks of whole `block.1`-wide
+/// units, at most `max_cols` wide, `TASKS_PER_THREAD` per thread where the shape allows (for this GEMM and AMX's).
+pub(super) fn task_blocks((rows, cols): (usize, usize), (mc, unit): (usize, usize), max_cols: usize) -> Vec<Block> {
+    let row_blocks = rows.div_ceil(mc).max(1);
+    let units = cols.div_ceil(unit).max(1);
     let wanted = (TASKS_PER_THREAD * rayon::current_num_threads()).div_ceil(row_blocks);
-    let per_block = panels
-        .div_ceil(wanted.clamp(1, panels))
-        .min((MAX_BLOCK_COLS / width).max(1));
-    (0..panels.div_ceil(per_block))
+    let per_block = units.div_ceil(wanted.clamp(1, units)).min((max_cols / unit).max(1));
+    (0..units.div_ceil(per_block))
         .flat_map(|c| {
             (0..row_blocks).map(move |r| Block {
-                rows: (r * MC, ((r + 1) * MC).min(rows)),
-                cols: (c * per_block * width, ((c + 1) * per_block * width).min(cols)),
+                rows: (r * mc, ((r + 1) * mc).min(rows)),
+                cols: (c * per_block * unit, ((c + 1) * per_block * unit).min(cols)),
             })
         })
         .collect()
