@@ -474,14 +474,21 @@ fn store<const W: usize>(
         // SAFETY: (row + i, col .. col + width) lies inside the output (`blocks` and `run_block` keep to rows × cols)
         // and inside this task's block, which no other task writes; the first pass writes before any read.
         let dst = unsafe { out.ptr.add((row + i) * out.width + col) };
-        for (j, &v) in acc.iter().enumerate().take(width) {
-            // SAFETY: as above, for element j < width.
+        if pass.first {
+            // Whole vectors, not a value at a time (a scalar loop took a tenth of the kernel's time on a Xeon).
+            // SAFETY: as above, `width` ≤ W values from `dst` on; `acc` is another buffer.
             unsafe {
-                if pass.first {
-                    dst.add(j).write(v);
+                if width == W {
+                    dst.cast::<[f32; W]>().write_unaligned(*acc);
                 } else {
-                    *dst.add(j) += v;
+                    std::ptr::copy_nonoverlapping(acc.as_ptr(), dst, width);
                 }
+            }
+        } else {
+            // SAFETY: as above; the first pass has written these values.
+            let row_values = unsafe { std::slice::from_raw_parts_mut(dst, width) };
+            for (d, &v) in row_values.iter_mut().zip(acc) {
+                *d += v;
             }
         }
         if pass.last {
