@@ -301,6 +301,8 @@ fn run(
 }
 
 fn main() -> Result<()> {
+    // As the embed tool and the examples run.
+    altclip::process::retain_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quant = parse_quantization(&std::env::var("ALTCLIP_BENCH_QUANTIZE").unwrap_or_default())?;
     match args.first().map(String::as_str) {

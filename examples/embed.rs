@@ -159,6 +159,8 @@ fn report_rate(images: usize, seconds: f64, rate: Option<f64>, pipeline: altclip
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    // Freed activations reused, not faulted in again (see the function).
+    altclip::process::retain_freed_memory();
     match run(&args, &mut std::io::stdout().lock()) {
         Ok(Written::Embeddings(emb)) => {
             if !emb.skipped.is_empty() {

@@ -68,6 +68,8 @@ fn run(args: &Args, out: &mut dyn Write) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    // Freed activations reused, not faulted in again (see the function).
+    altclip::process::retain_freed_memory();
     match run(&args, &mut std::io::stdout().lock()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -53,6 +53,7 @@ mod nn;
 pub mod options;
 pub mod pipeline;
 pub mod prefetch;
+pub mod process;
 pub mod processor;
 pub mod retrieval;
 pub mod text_model;

@@ -115,9 +115,12 @@ class EmbedConfig:
     def load(self, threads: float):
         """A new Embedder; each worker process calls this once, before anything else in it starts rayon. Its CPU
         threads are the CPUs the engine gave the worker (`RAYON_NUM_THREADS`, at least 1, unless already set):
-        rayon would otherwise start one per core in every worker on the node."""
+        rayon would otherwise start one per core in every worker on the node. The worker only embeds, so malloc
+        keeps freed activations for reuse (`retain_freed_memory`)."""
         os.environ.setdefault("RAYON_NUM_THREADS", str(max(1, math.ceil(threads))))
         import altclip
+
+        altclip.retain_freed_memory()
 
         return altclip.Embedder(
             self.model, device=self.device, dtype=self.dtype, revision=self.revision, quantize=self.quantize

@@ -7,7 +7,7 @@
 >>> emb.logits(images, texts).argmax(axis=1)
 """
 
-from ._altclip import Embedder, __version__
+from ._altclip import Embedder, __version__, retain_freed_memory
 from ._errors import (
     AltClipError,
     AltClipFileNotFoundError,
@@ -18,6 +18,7 @@ from ._errors import (
 
 __all__ = [
     "Embedder",
+    "retain_freed_memory",
     "AltClipError",
     "InvalidInputError",
     "AltClipIOError",

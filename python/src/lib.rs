@@ -198,10 +198,18 @@ fn device_name(location: DeviceLocation) -> String {
     }
 }
 
-/// The native module: `Embedder` and the crate version.
+/// Asks glibc's malloc to keep freed memory for reuse (`altclip::process::retain_freed_memory`): for a process that
+/// embeds (a Ray or Spark worker), 15–25 % faster large batches on the CPU; `False` off glibc, where nothing changes.
+#[pyfunction]
+fn retain_freed_memory() -> bool {
+    altclip::process::retain_freed_memory()
+}
+
+/// The native module: `Embedder`, `retain_freed_memory` and the crate version.
 #[pymodule]
 fn _altclip(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Embedder>()?;
+    m.add_function(wrap_pyfunction!(retain_freed_memory, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -3,6 +3,7 @@ errors and threading."""
 
 import errno
 import pathlib
+import platform
 import threading
 
 import numpy as np
@@ -222,3 +223,8 @@ def test_two_threads_at_once_give_the_same_rows(embedder):
         for images, texts in runs:
             np.testing.assert_array_equal(images, want_images)
             np.testing.assert_array_equal(texts, want_texts)
+
+
+def test_retain_freed_memory_takes_on_glibc_only():
+    on_glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert altclip.retain_freed_memory() is on_glibc
