@@ -454,8 +454,7 @@ fn run_block<const W: usize, const FMA: bool>(job: Job, block: Block) {
             let width = W.min(cols - j0);
             for i0 in (block.rows.0..rows).step_by(MR) {
                 let ap = &a[(i0 / MR) * depth * MR + k0 * MR..][..steps * MR];
-                let mut acc = [[0f32; W]; MR];
-                tile::<W, FMA>(ap, bp, &mut acc);
+                let acc = tile::<W, FMA>(ap, bp);
                 let corner = (i0, j0, MR.min(rows - i0), width);
                 store(&acc, out, corner, pass, epilogue);
             }
@@ -471,16 +470,24 @@ struct Pass {
     last: bool,
 }
 
-/// `acc += A-panel · B-panel` over the panels' depth: per step, one A value per row times `W` B values.
+/// `A-panel · B-panel` over the panels' depth (at least one step): per step, one A value per row times `W` B
+/// values. The first step's products start the sums (no zeroed accumulators: their memset took 3–4 % of the text
+/// tower on a Xeon); `a · b` is what a fused multiply-add onto +0 gives, but for the sign of a zero.
 #[inline(always)]
-fn tile<const W: usize, const FMA: bool>(a: &[f32], b: &[f32], acc: &mut [[f32; W]; MR]) {
-    for (a, b) in a.chunks_exact(MR).zip(b.chunks_exact(W)) {
+fn tile<const W: usize, const FMA: bool>(a: &[f32], b: &[f32]) -> [[f32; W]; MR] {
+    let mut steps = a.chunks_exact(MR).zip(b.chunks_exact(W));
+    let Some((a0, b0)) = steps.next() else {
+        return [[0f32; W]; MR];
+    };
+    let mut acc: [[f32; W]; MR] = std::array::from_fn(|i| std::array::from_fn(|j| a0[i] * b0[j]));
+    for (a, b) in steps {
         for (acc, &ai) in acc.iter_mut().zip(a) {
             for (c, &bj) in acc.iter_mut().zip(b) {
                 *c = if FMA { ai.mul_add(bj, *c) } else { ai * bj + *c };
             }
         }
     }
+    acc
 }
 
 /// Writes (or adds) a tile's `height` × `width` values at (`row`, `col`) of the output; after the last pass, applies
