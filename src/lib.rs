@@ -17,6 +17,7 @@
 //! options (LoadOptions = HubOptions + device, dtype, quantization) ─► hub ─► pipeline (`AltClip`: batching;
 //!   prefetch: decode batch k+1 while the model runs batch k)
 //!   ─► zero_shot · retrieval · export (JSON / npy / safetensors) ─► examples (thin mains)
+//! process: opt-in process-wide settings (malloc keeps freed memory), called by the examples
 //! ```
 //!
 //! ```no_run

@@ -1,15 +1,6 @@
 //! Process-wide settings, which the crate never changes on its own: each is a function a program that embeds calls
 //! once, at its start (the examples and the embed tool do).
 
-/// Below this size an allocation comes from malloc's heap, whose freed memory is reused, not from a fresh `mmap`
-/// whose pages the kernel faults in and zeroes again on every use. glibc's own threshold grows only to 32 MiB, less
-/// than one batch-8 vision activation (2056 × 4096 f32 = 33.7 MB).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 1 << 30;
-/// Free memory at a heap's top that malloc keeps instead of returning it to the OS (the largest `mallopt` takes).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const TRIM_THRESHOLD: libc::c_int = libc::c_int::MAX;
-
 /// Asks glibc's malloc to keep freed memory for reuse instead of handing it back to the OS: allocations up to 1 GiB
 /// come from its heaps and a heap's free top is kept (`mallopt(M_MMAP_THRESHOLD)` and `mallopt(M_TRIM_THRESHOLD)`,
 /// or the `GLIBC_TUNABLES` `glibc.malloc.mmap_threshold` / `trim_threshold` settings).
@@ -22,19 +13,7 @@ const TRIM_THRESHOLD: libc::c_int = libc::c_int::MAX;
 ///
 /// Returns whether malloc took both settings: `false` off glibc (musl, macOS, Windows), where nothing changes.
 pub fn retain_freed_memory() -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        // SAFETY: mallopt takes two integers and only changes the thresholds malloc consults on later calls; it
-        // returns 1 on success, 0 for a value it rejects.
-        let mmap = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) } == 1;
-        // SAFETY: as above.
-        let trim = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) } == 1;
-        mmap && trim
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        false
-    }
+    crate::kernels::cpu::retain_freed_memory()
 }
 
 #[cfg(test)]
