@@ -1,14 +1,15 @@
 //! The dynamic-int8 GEMM on Intel AMX (AMX-INT8, Sapphire Rapids and later): `tdpbusd` multiplies a 16×64 tile of
 //! u8 input codes by a 64×16 tile of i8 weight codes into 16×16 i32 sums, 16 384 products an instruction (AVX-512
 //! VNNI's `vpdpbusd`: 64). The weight is packed once, at load, in the tiles' VNNI layout; the input codes are read
-//! as tiles straight from their rows; each 32×32 block of sums is dequantized as [`super::int8`]'s other kernel's,
-//! value for value.
+//! as tiles straight from their rows; each 32×32 block of sums is dequantized by [`super::int8`]'s formula, value for
+//! value as its other kernel's.
 
 use std::arch::asm;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::int8;
 use super::packed::{task_blocks, Block, Output};
 use super::{weight_buffer, Isa};
 
@@ -293,7 +294,7 @@ fn dequantize(sums: &Sums, out: Output, (row, col, height, width): (usize, usize
         // other task writes (`task_blocks`).
         let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr.add((row + i) * out.width + col), width) };
         for (((d, &a), &s), &c) in dst.iter_mut().zip(acc).zip(scales).zip(code_sums) {
-            *d = (a - zero * c) as f32 * (row_scale * s);
+            *d = int8::dequantize(a, (row_scale, zero), (s, c));
         }
     }
 }

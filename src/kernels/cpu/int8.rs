@@ -198,9 +198,16 @@ fn quantize_input_row(x: &[f32], q: &mut [u8], max: f32) -> (f32, u8) {
 /// `(acc − zero · code_sums[j]) · row_scale · scales[j]`, written over the accumulators as f32 bits.
 #[inline(always)]
 fn dequantize_row(acc: &mut [i32], (row_scale, zero): (f32, i32), scales: &[f32], code_sums: &[i32]) {
-    for ((a, s), c) in acc.iter_mut().zip(scales).zip(code_sums) {
-        *a = ((*a - zero * c) as f32 * (row_scale * s)).to_bits() as i32;
+    for ((a, &s), &c) in acc.iter_mut().zip(scales).zip(code_sums) {
+        *a = dequantize(*a, (row_scale, zero), (s, c)).to_bits() as i32;
     }
+}
+
+/// One output: `(sum − zero · code_sum) · row_scale · scale`, the formula both integer GEMMs dequantize with (AMX's
+/// values equal rten-gemm's because they share it).
+#[inline(always)]
+pub(super) fn dequantize(sum: i32, (row_scale, zero): (f32, i32), (scale, code_sum): (f32, i32)) -> f32 {
+    (sum - zero * code_sum) as f32 * (row_scale * scale)
 }
 
 /// The candle op running [`Int8Weight::matmul`] on the input's storage.
