@@ -133,7 +133,8 @@ impl AltClipModel {
     /// dtype. Returns how many projections were quantized.
     ///
     /// - [`Quantization::Int8`]: dynamic int8 (per-channel int8 weights, input rows quantized on the fly, i32
-    ///   accumulation) through `rten-gemm`'s integer kernels; CPU and f32 models only. Faster than f32 where the
+    ///   accumulation) on AMX tiles, AVX-512 VNNI (the crate's kernels) or `rten-gemm`'s AVX2 kernels, whichever
+    ///   the CPU has, all with the same values; CPU and f32 models only. Faster than f32 where the
     ///   CPU has integer dot products (see BENCHMARKS.md), and a quarter of the weight memory; the token table
     ///   is kept in f16 (half its memory).
     ///

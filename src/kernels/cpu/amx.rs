@@ -1,26 +1,25 @@
 //! The dynamic-int8 GEMM on Intel AMX (AMX-INT8, Sapphire Rapids and later): `tdpbusd` multiplies a 16×64 tile of
 //! u8 input codes by a 64×16 tile of i8 weight codes into 16×16 i32 sums, 16 384 products an instruction (AVX-512
-//! VNNI's `vpdpbusd`: 64). The weight is packed once, at load, in the tiles' VNNI layout; the input codes are read
-//! as tiles straight from their rows; each 32×32 block of sums is dequantized by [`super::int8`]'s formula, value for
-//! value as its other kernel's.
+//! VNNI's `vpdpbusd`: 64). The weight is packed once, at load, as [`CodePanels`] (whose groups are the tiles' rows);
+//! the input codes are read as tiles straight from their rows; each 32×32 block of sums is dequantized by
+//! [`super::int8`]'s formula, value for value as the other int8 kernels'.
 
 use std::arch::asm;
 use std::sync::OnceLock;
 
-use rayon::prelude::*;
+use super::int8::Dequantize;
+use super::packed::Block;
+use super::vnni::{CodePanels, Job, DEPTH_STEP, PANEL_COLS, WIDTH_STEP};
+use super::Isa;
 
-use super::int8;
-use super::packed::{task_blocks, Block, Output};
-use super::{weight_buffer, Isa};
-
-/// Rows of an input (A) or sums (C) tile; also the weight codes' column count per tile.
-pub(super) const TILE_ROWS: usize = 16;
+/// Rows of an input (A) or sums (C) tile; also the weight codes' column count per tile (a panel's).
+pub(super) const TILE_ROWS: usize = PANEL_COLS;
 /// Bytes of one tile row: 64 input codes, or 16 columns × 4 depths of weight codes.
-pub(super) const TILE_DEPTH: usize = 64;
+const TILE_DEPTH: usize = DEPTH_STEP;
 /// Bytes of one tile.
 const TILE_BYTES: usize = TILE_ROWS * TILE_DEPTH;
-/// Output columns of one block: two weight tiles side by side; the packed weight's width is a multiple of it.
-const BLOCK_COLS: usize = 2 * TILE_ROWS;
+/// Output columns of one block: two weight tiles side by side, the packed weight's width step.
+const BLOCK_COLS: usize = WIDTH_STEP;
 /// Input rows one task covers: its codes (MC × the depth, ≤ 512 KiB at depth 4096) stay in L2 while the block's
 /// weight tiles pass.
 const MC: usize = 128;
@@ -74,108 +73,20 @@ impl Granted {
     }
 }
 
-/// A weight's (out, in) i8 codes in AMX tiles: for each 16-column panel, for each 64-deep step, one tile whose row
-/// `r` holds, per column `n`, the codes of depths `4r .. 4r + 4` (the layout `tdpbusd` takes for its second
-/// operand). Columns and depths past the weight's are zero.
-pub(super) struct AmxWeight {
-    buffer: Vec<u8>,
-    start: usize,
-    len: usize,
-    /// Depth steps of [`TILE_DEPTH`]: the padded input width over 64.
-    steps: usize,
-    granted: Granted,
-}
-
-impl AmxWeight {
-    /// Packs `codes` (out × in, row-major).
-    pub(super) fn pack(codes: &[i8], (out_dim, in_dim): (usize, usize), granted: Granted) -> Self {
-        let steps = in_dim.div_ceil(TILE_DEPTH);
-        let panels = out_dim.next_multiple_of(BLOCK_COLS) / TILE_ROWS;
-        let len = panels * steps * TILE_BYTES;
-        let buffer = weight_buffer::<u8>(len + TILE_DEPTH);
-        let start = buffer.as_ptr().align_offset(TILE_DEPTH).min(TILE_DEPTH);
-        let mut weight = Self {
-            buffer,
-            start,
-            len,
-            steps,
-            granted,
-        };
-        let panel_len = steps * TILE_BYTES;
-        weight
-            .values_mut()
-            .par_chunks_mut(panel_len)
-            .zip(codes.par_chunks(TILE_ROWS * in_dim))
-            .for_each(|(panel, rows)| pack_panel(rows, in_dim, panel));
-        weight
-    }
-
-    /// The padded input width the input codes' rows must have.
-    pub(super) fn depth(&self) -> usize {
-        self.steps * TILE_DEPTH
-    }
-
-    fn values(&self) -> &[u8] {
-        &self.buffer[self.start..self.start + self.len]
-    }
-
-    fn values_mut(&mut self) -> &mut [u8] {
-        &mut self.buffer[self.start..self.start + self.len]
-    }
-}
-
-/// Writes up to 16 rows of `in_dim` codes (one panel's columns) into the panel's tiles.
-fn pack_panel(rows: &[i8], in_dim: usize, panel: &mut [u8]) {
-    for (n, row) in rows.chunks_exact(in_dim).enumerate() {
-        for (k, &code) in row.iter().enumerate() {
-            let at = k / TILE_DEPTH * TILE_BYTES + (k % TILE_DEPTH) / 4 * TILE_DEPTH + n * 4 + k % 4;
-            panel[at] = code as u8;
-        }
-    }
-}
-
-/// What turns a block's i32 sums into f32: `(sum − zero[i] · code_sums[j]) · row_scales[i] · scales[j]`.
-#[derive(Clone, Copy)]
-pub(super) struct Dequantize<'a> {
-    pub(super) row_scales: &'a [f32],
-    pub(super) zeros: &'a [u8],
-    pub(super) scales: &'a [f32],
-    pub(super) code_sums: &'a [i32],
-}
-
 /// `codes` (`rows` rounded up to 16, by `weight.depth()`, u8) times the weight's codes, dequantized into a new
 /// (rows, out) buffer written once. `out_dim` is the weight's.
-pub(super) fn matmul(codes: &[u8], rows: usize, weight: &AmxWeight, dq: Dequantize, isa: Isa) -> Vec<f32> {
-    let out_dim = dq.scales.len();
-    let mut y: Vec<f32> = Vec::with_capacity(rows * out_dim);
-    let out = Output {
-        ptr: y.as_mut_ptr(),
-        width: out_dim,
-    };
-    let job = Job {
-        codes,
-        weight,
-        rows,
-        out,
-        dq,
-    };
-    task_blocks((rows, out_dim), (MC, BLOCK_COLS), MAX_BLOCK_COLS)
-        .into_par_iter()
-        .for_each(|block| dispatch!(isa, (job: Job, block: Block) { run_block(job, block) }));
-    // SAFETY: the blocks cover all rows × out_dim once (`task_blocks`) and `run_block` writes every value of its block;
-    // all tasks have finished.
-    unsafe { y.set_len(rows * out_dim) };
-    y
-}
-
-/// What every task of one product shares.
-#[derive(Clone, Copy)]
-struct Job<'a> {
-    codes: &'a [u8],
-    weight: &'a AmxWeight,
+pub(super) fn matmul(
+    codes: &[u8],
     rows: usize,
-    out: Output,
-    dq: Dequantize<'a>,
+    weight: &CodePanels,
+    dq: Dequantize,
+    (granted, isa): (Granted, Isa),
+) -> Vec<f32> {
+    let job = Job::new(codes, rows, weight, dq);
+    let task =
+        |job, block| dispatch!(isa, (job: Job, block: Block, granted: Granted) { run_block(job, block, granted) });
+    // SAFETY: `run_block` writes every value of its block.
+    unsafe { job.run((MC, BLOCK_COLS), MAX_BLOCK_COLS, task) }
 }
 
 /// 32 × 32 i32 sums, on a cache line.
@@ -185,7 +96,7 @@ struct Sums([i32; BLOCK_COLS * BLOCK_COLS]);
 /// One task's block: per 32-column pair of weight panels, per pair of 16-row input tiles, the sums over the whole
 /// depth, then their dequantization into the output.
 #[inline(always)]
-fn run_block(job: Job, block: Block) {
+fn run_block(job: Job, block: Block, granted: Granted) {
     let Job {
         codes,
         weight,
@@ -193,14 +104,14 @@ fn run_block(job: Job, block: Block) {
         out,
         dq,
     } = job;
-    let (depth, steps) = (weight.depth(), weight.steps);
-    let panel_len = steps * TILE_BYTES;
+    let (depth, panel_len) = (weight.depth(), weight.panel_len());
+    let steps = depth / TILE_DEPTH;
     let tiles = weight.values();
     let mut sums = Sums([0; BLOCK_COLS * BLOCK_COLS]);
     let config = TileConfig::new();
-    // SAFETY: `weight.granted` proves the CPU has AMX-INT8 and the OS granted the tile state; the configuration is
+    // SAFETY: `granted` proves the CPU has AMX-INT8 and the OS granted the tile state; the configuration is
     // a valid palette-1 one (`TileConfig::new`).
-    unsafe { config.load(weight.granted) };
+    unsafe { config.load(granted) };
     for j0 in (block.cols.0..block.cols.1).step_by(BLOCK_COLS) {
         let b = &tiles[j0 / TILE_ROWS * panel_len..][..2 * panel_len];
         for i0 in (block.rows.0..block.rows.1).step_by(BLOCK_COLS) {
@@ -210,11 +121,11 @@ fn run_block(job: Job, block: Block) {
             // row pitch `depth`, `b` two panels of `steps` tiles each (both checked by the slicing above).
             unsafe { product(a, depth, b, steps, height > TILE_ROWS, &mut sums) };
             let width = BLOCK_COLS.min(out.width - j0);
-            dequantize(&sums, out, (i0, j0, height, width), dq);
+            dq.write(&sums.0, BLOCK_COLS, out, (i0, j0, height, width));
         }
     }
     // SAFETY: as for `load`; releasing returns the tiles to their initial state.
-    unsafe { TileConfig::release(weight.granted) };
+    unsafe { TileConfig::release(granted) };
 }
 
 /// `sums` = one or two (`two_rows`) 16-row tiles of `a` times two 16-column panels of `b`, over `steps` depth steps.
@@ -280,21 +191,6 @@ unsafe fn product(a: &[u8], pitch: usize, b: &[u8], steps: usize, two_rows: bool
                 c = in(reg) c, p = in(reg) c_pitch,
                 options(nostack),
             );
-        }
-    }
-}
-
-/// Writes the `height` × `width` corner of `sums`, dequantized, at (`row`, `col`) of the output.
-#[inline(always)]
-fn dequantize(sums: &Sums, out: Output, (row, col, height, width): (usize, usize, usize, usize), dq: Dequantize) {
-    let (scales, code_sums) = (&dq.scales[col..col + width], &dq.code_sums[col..col + width]);
-    for (i, acc) in sums.0.chunks_exact(BLOCK_COLS).enumerate().take(height) {
-        let (row_scale, zero) = (dq.row_scales[row + i], i32::from(dq.zeros[row + i]));
-        // SAFETY: (row + i, col .. col + width) lies inside the output and inside this task's block, which no
-        // other task writes (`task_blocks`).
-        let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr.add((row + i) * out.width + col), width) };
-        for (((d, &a), &s), &c) in dst.iter_mut().zip(acc).zip(scales).zip(code_sums) {
-            *d = int8::dequantize(a, (row_scale, zero), (s, c));
         }
     }
 }

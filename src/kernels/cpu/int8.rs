@@ -1,8 +1,8 @@
 //! Dynamic int8 `x Wᵀ`, as PyTorch's `quantize_dynamic` and ONNX Runtime's `MatMulInteger`: the weight quantized
 //! once to symmetric int8 per output channel and packed for the integer GEMM — AMX tiles where the CPU has AMX-INT8
-//! and the OS grants it ([`super::amx`]), else `rten-gemm`'s kernels (`vpdpbusd` with AVX-512 VNNI, `vpmaddubsw` +
-//! `vpmaddwd` on AVX2); each call quantizes the input rows to u8 (asymmetric, per row), accumulates in i32 and
-//! dequantizes to f32. Bias and activation follow in `bias_act`, as after an f32 GEMM.
+//! and the OS grants it ([`super::amx`]), else the crate's `vpdpbusd` kernel on AVX-512 VNNI ([`super::vnni`]), else
+//! `rten-gemm`'s (`vpmaddubsw` + `vpmaddwd` on AVX2); each call quantizes the input rows to u8 (asymmetric, per
+//! row), accumulates in i32 and dequantizes to f32. Bias and activation follow in `bias_act`, as after an f32 GEMM.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -10,8 +10,12 @@ use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmUninitOptions, PackedB
 use rten_tensor::NdTensorView;
 
 #[cfg(target_arch = "x86_64")]
-use super::amx::{self, AmxWeight, Granted};
+use super::amx::{self, Granted};
 use super::math::{lane_max_of, lane_min_max, round_clamped};
+#[cfg(target_arch = "x86_64")]
+use super::packed::Output;
+#[cfg(target_arch = "x86_64")]
+use super::vnni::{self, CodePanels, Vnni};
 use super::{contiguous, with_host_f32, Isa};
 use crate::error::{Error, Result};
 use crate::kernels::Fresh;
@@ -36,7 +40,9 @@ pub(crate) struct Int8Weight {
 enum Packing {
     Rten(PackedBMatrix<i8>),
     #[cfg(target_arch = "x86_64")]
-    Amx(AmxWeight),
+    Vnni(CodePanels, Vnni),
+    #[cfg(target_arch = "x86_64")]
+    Amx(CodePanels, Granted),
 }
 
 /// Which integer GEMM to pack for.
@@ -44,15 +50,23 @@ enum Packing {
 enum Backend {
     Rten,
     #[cfg(target_arch = "x86_64")]
+    Vnni(Vnni),
+    #[cfg(target_arch = "x86_64")]
     Amx(Granted),
 }
 
 impl Backend {
-    /// AMX where it may run (8× VNNI's products per instruction), else `rten-gemm`.
+    /// AMX where it may run (16× VNNI's products per instruction), else the crate's AVX-512 VNNI kernel (1.2-1.3×
+    /// rten-gemm's on the towers' shapes, Xeon Emerald Rapids), else `rten-gemm`.
     fn best() -> Self {
         #[cfg(target_arch = "x86_64")]
-        if let Some(granted) = Granted::check() {
-            return Self::Amx(granted);
+        {
+            if let Some(granted) = Granted::check() {
+                return Self::Amx(granted);
+            }
+            if let Some(vnni) = Vnni::check() {
+                return Self::Vnni(vnni);
+            }
         }
         Self::Rten
     }
@@ -68,7 +82,9 @@ impl std::fmt::Debug for Int8Weight {
             match self.packing {
                 Packing::Rten(_) => "rten-gemm",
                 #[cfg(target_arch = "x86_64")]
-                Packing::Amx(_) => "AMX",
+                Packing::Vnni(..) => "AVX-512 VNNI",
+                #[cfg(target_arch = "x86_64")]
+                Packing::Amx(..) => "AMX",
             },
             self.input_max
         )
@@ -118,7 +134,9 @@ impl Int8Weight {
         let (packing, input_max) = match backend {
             // Exact i32 sums of u8 × i8 products: the full code range.
             #[cfg(target_arch = "x86_64")]
-            Backend::Amx(granted) => (Packing::Amx(AmxWeight::pack(&q, (out_dim, in_dim), granted)), 255.0),
+            Backend::Amx(granted) => (Packing::Amx(CodePanels::pack(&q, (out_dim, in_dim)), granted), 255.0),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Vnni(vnni) => (Packing::Vnni(CodePanels::pack(&q, (out_dim, in_dim)), vnni), 255.0),
             Backend::Rten => {
                 // Wᵀ (in, out) as a strided view of the (out, in) rows: packing reads it without a transposed copy.
                 let b = NdTensorView::from_data_with_strides([in_dim, out_dim], &q[..], [1, in_dim])
@@ -210,6 +228,37 @@ pub(super) fn dequantize(sum: i32, (row_scale, zero): (f32, i32), (scale, code_s
     (sum - zero * code_sum) as f32 * (row_scale * scale)
 }
 
+/// What turns a block's i32 sums into f32: `(sum − zero[i] · code_sums[j]) · row_scales[i] · scales[j]`, for the
+/// crate's own integer kernels.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(super) struct Dequantize<'a> {
+    pub(super) row_scales: &'a [f32],
+    pub(super) zeros: &'a [u8],
+    pub(super) scales: &'a [f32],
+    pub(super) code_sums: &'a [i32],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Dequantize<'_> {
+    /// Writes the `height` × `width` corner of `sums` (rows of `pitch`), dequantized, at (`row`, `col`) of `out`.
+    /// The caller's task owns that part of the output (`packed::task_blocks`).
+    #[inline(always)]
+    pub(super) fn write(&self, sums: &[i32], pitch: usize, out: Output, corner: (usize, usize, usize, usize)) {
+        let (row, col, height, width) = corner;
+        let (scales, code_sums) = (&self.scales[col..col + width], &self.code_sums[col..col + width]);
+        for (i, acc) in sums.chunks_exact(pitch).enumerate().take(height) {
+            let (row_scale, zero) = (self.row_scales[row + i], i32::from(self.zeros[row + i]));
+            // SAFETY: (row + i, col .. col + width) lies inside the output and inside the calling task's block,
+            // which no other task writes.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr.add((row + i) * out.width + col), width) };
+            for (((d, &a), &s), &c) in dst.iter_mut().zip(acc).zip(scales).zip(code_sums) {
+                *d = dequantize(a, (row_scale, zero), (s, c));
+            }
+        }
+    }
+}
+
 /// The candle op running [`Int8Weight::matmul`] on the input's storage.
 struct Int8MatMul<'a> {
     weight: &'a Int8Weight,
@@ -237,19 +286,34 @@ impl Int8MatMul<'_> {
         match &self.weight.packing {
             Packing::Rten(packed) => self.run_rten(x, packed),
             #[cfg(target_arch = "x86_64")]
-            Packing::Amx(packed) => {
-                let rows = x.len() / self.weight.in_dim;
-                let (codes, row_scales, zeros) =
-                    self.quantize_input(x, packed.depth(), rows.next_multiple_of(amx::TILE_ROWS));
-                let dq = amx::Dequantize {
-                    row_scales: &row_scales,
-                    zeros: &zeros,
-                    scales: &self.weight.scales,
-                    code_sums: &self.weight.code_sums,
-                };
-                Ok(amx::matmul(&codes, rows, packed, dq, self.isa))
-            }
+            Packing::Vnni(panels, vnni) => Ok(self.run_panels(x, panels, vnni::MR, |codes, rows, dq| {
+                vnni::matmul(codes, rows, panels, dq, *vnni)
+            })),
+            #[cfg(target_arch = "x86_64")]
+            Packing::Amx(panels, granted) => Ok(self.run_panels(x, panels, amx::TILE_ROWS, |codes, rows, dq| {
+                amx::matmul(codes, rows, panels, dq, (*granted, self.isa))
+            })),
         }
+    }
+
+    /// Quantizes `x` into rows of the panels' depth, `rows` rounded up to `row_step`, and runs `kernel` on them.
+    #[cfg(target_arch = "x86_64")]
+    fn run_panels(
+        &self,
+        x: &[f32],
+        panels: &CodePanels,
+        row_step: usize,
+        kernel: impl FnOnce(&[u8], usize, Dequantize) -> Vec<f32>,
+    ) -> Vec<f32> {
+        let rows = x.len() / self.weight.in_dim;
+        let (codes, row_scales, zeros) = self.quantize_input(x, panels.depth(), rows.next_multiple_of(row_step));
+        let dq = Dequantize {
+            row_scales: &row_scales,
+            zeros: &zeros,
+            scales: &self.weight.scales,
+            code_sums: &self.weight.code_sums,
+        };
+        kernel(&codes, rows, dq)
     }
 
     fn run_rten(&self, x: &[f32], packed: &PackedBMatrix<i8>) -> std::result::Result<Vec<f32>, rten_gemm::GemmError> {
@@ -349,50 +413,62 @@ mod tests {
         });
     }
 
+    /// `backend`'s values, bit for bit, are rten-gemm's, over every ISA's quantization and dequantization.
+    #[cfg(target_arch = "x86_64")]
+    fn gives_the_values_rten_gemm_gives(backend: Backend) {
+        // Rows off the 16-row AMX tile, the 32-row pair and the 6-row VNNI tile, several row blocks; depths off the
+        // 64-deep step; widths off the 32- and 64-column tiles, several column blocks; the towers' depths.
+        for (rows, k, n) in [
+            (1, 5, 7),
+            (17, 64, 33),
+            (33, 70, 40),
+            (300, 256, 300),
+            (257, 1024, 64),
+            (40, 4096, 96),
+            (7, 130, 1000),
+        ] {
+            let w = wave((n, k), 0.05, 0.3, 0.0);
+            let x = values(&wave((rows, k), 2.0, 1.1, 0.3));
+            let own = Int8Weight::quantize_for(&w, backend).unwrap();
+            let rten = Int8Weight::quantize_for(&w, Backend::Rten).unwrap();
+            assert_eq!(own.input_max, rten.input_max, "a CPU with VNNI: no reduced range");
+            let want = Int8MatMul {
+                weight: &rten,
+                isa: Isa::best(),
+            }
+            .run(&x)
+            .unwrap();
+            for_each_isa("int8 dequantization", |isa| {
+                let got = Int8MatMul { weight: &own, isa }.run(&x).unwrap();
+                assert_eq!(
+                    got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "{backend:?}, {rows}x{k}x{n}, {isa:?}"
+                );
+            });
+        }
+    }
+
     #[test]
     fn amx_gives_the_values_rten_gemm_gives() {
         #[cfg(target_arch = "x86_64")]
-        {
-            let Some(granted) = Granted::check() else {
-                println!("int8 AMX: skipped, this CPU lacks AMX-INT8 or the OS did not grant the tile state");
-                return;
-            };
-            // Rows off the 16-row tile and the 32-row pair, several row blocks; depths off the 64-deep step;
-            // widths off the 32-column pair, several column blocks; the towers' depths.
-            for (rows, k, n) in [
-                (1, 5, 7),
-                (17, 64, 33),
-                (33, 70, 40),
-                (300, 256, 300),
-                (257, 1024, 64),
-                (40, 4096, 96),
-            ] {
-                let w = wave((n, k), 0.05, 0.3, 0.0);
-                let x = values(&wave((rows, k), 2.0, 1.1, 0.3));
-                let amx = Int8Weight::quantize_for(&w, Backend::Amx(granted)).unwrap();
-                let rten = Int8Weight::quantize_for(&w, Backend::Rten).unwrap();
-                assert_eq!(
-                    amx.input_max, rten.input_max,
-                    "a CPU with AMX has VNNI: no reduced range"
-                );
-                let want = Int8MatMul {
-                    weight: &rten,
-                    isa: Isa::best(),
-                }
-                .run(&x)
-                .unwrap();
-                for_each_isa("int8 AMX dequantization", |isa| {
-                    let got = Int8MatMul { weight: &amx, isa }.run(&x).unwrap();
-                    assert_eq!(
-                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                        "{rows}x{k}x{n}, {isa:?}"
-                    );
-                });
-            }
+        match Granted::check() {
+            Some(granted) => gives_the_values_rten_gemm_gives(Backend::Amx(granted)),
+            None => println!("int8 AMX: skipped, this CPU lacks AMX-INT8 or the OS did not grant the tile state"),
         }
         #[cfg(not(target_arch = "x86_64"))]
         println!("int8 AMX: skipped, not an x86-64 CPU");
+    }
+
+    #[test]
+    fn vnni_gives_the_values_rten_gemm_gives() {
+        #[cfg(target_arch = "x86_64")]
+        match Vnni::check() {
+            Some(vnni) => gives_the_values_rten_gemm_gives(Backend::Vnni(vnni)),
+            None => println!("int8 AVX-512 VNNI: skipped, this CPU lacks AVX-512 VNNI"),
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        println!("int8 AVX-512 VNNI: skipped, not an x86-64 CPU");
     }
 
     #[test]

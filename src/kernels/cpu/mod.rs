@@ -1,5 +1,5 @@
 //! CPU kernels: the projections' f32 GEMM (the crate's own, over weights packed at load), dynamic-int8 GEMM (AMX
-//! tiles where granted, else `rten-gemm`), attention's batched matmul, and the elementwise work around them — bias +
+//! tiles where granted, else AVX-512 VNNI, both the crate's own, else `rten-gemm`), attention's batched matmul, and the elementwise work around them — bias +
 //! activation, scaled masked softmax, layer norm — each one parallel (rayon) pass written so that LLVM vectorises
 //! it, compiled for AVX-512 / AVX2+FMA / baseline and picked at run time ([`Isa`], `dispatch!`). Called only by
 //! `crate::nn`, through the `try_…` functions and types re-exported here.
@@ -52,6 +52,8 @@ mod math;
 mod memory;
 mod packed;
 mod softmax;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 pub(crate) use bias_act::try_bias_act;
 pub(crate) use gemm::{try_batched_matmul, Rhs};
