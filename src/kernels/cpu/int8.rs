@@ -417,7 +417,8 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     fn gives_the_values_rten_gemm_gives(backend: Backend) {
         // Rows off the 16-row AMX tile, the 32-row pair and the 6-row VNNI tile, several row blocks; depths off the
-        // 64-deep step; widths off the 32- and 64-column tiles, several column blocks; the towers' depths.
+        // 64-deep step and the 512-deep VNNI slice; widths off the 32- and 64-column tiles, several column blocks; the
+        // towers' depths.
         for (rows, k, n) in [
             (1, 5, 7),
             (17, 64, 33),
@@ -426,6 +427,7 @@ mod tests {
             (257, 1024, 64),
             (40, 4096, 96),
             (7, 130, 1000),
+            (13, 600, 70),
         ] {
             let w = wave((n, k), 0.05, 0.3, 0.0);
             let x = values(&wave((rows, k), 2.0, 1.1, 0.3));
