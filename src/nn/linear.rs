@@ -61,7 +61,7 @@ impl ProjectionWeight {
             Self::Dense(w) => Fresh::matmul(x, &w.t()?),
             // candle's quantized matmul quantizes the activations to 8 bits per row, then integer dot products.
             Self::Quantized(q) => Fresh::qmatmul(q, x),
-            Self::Int8(w) => w.matmul(x),
+            Self::Int8(w) => Ok(Fresh::custom(w.forward(x, None, None)?)),
         }
     }
 }
@@ -177,8 +177,13 @@ impl Linear {
         let mut out_dims = lead.to_vec();
         out_dims.push(self.out_dim()?);
         let x = x.reshape((lead.iter().product::<usize>(), in_width))?;
-        if let ProjectionWeight::Packed(w) = &self.weight {
-            return Ok(w.forward(&x, self.bias.as_ref(), act)?.reshape(out_dims)?);
+        let fused = match &self.weight {
+            ProjectionWeight::Packed(w) => Some(w.forward(&x, self.bias.as_ref(), act)?),
+            ProjectionWeight::Int8(w) => Some(w.forward(&x, self.bias.as_ref(), act)?),
+            ProjectionWeight::Dense(_) | ProjectionWeight::Quantized(_) => None,
+        };
+        if let Some(y) = fused {
+            return Ok(y.reshape(out_dims)?);
         }
         let y = self.weight.matmul(&x)?;
         let y = match cpu::try_bias_act(y.as_tensor(), self.bias.as_ref(), act)? {

@@ -85,6 +85,80 @@ impl BiasAct {
     }
 }
 
+/// What each finished tile of a projection's GEMM gets: `act(y + bias)`.
+#[derive(Clone, Copy)]
+pub(super) struct Epilogue<'a> {
+    pub(super) bias: Option<&'a [f32]>,
+    pub(super) act: Act,
+}
+
+impl Epilogue<'_> {
+    /// Neither bias nor activation.
+    #[cfg(test)]
+    pub(super) const NONE: Epilogue<'static> = Epilogue {
+        bias: None,
+        act: Act::None,
+    };
+
+    /// Applies to `row`, one row's output columns `col .. col + row.len()`.
+    #[inline(always)]
+    pub(super) fn apply(&self, row: &mut [f32], col: usize) {
+        bias_act_rows(row, self.bias.map(|b| &b[col..col + row.len()]), self.act);
+    }
+}
+
+/// A projection's bias and activation as its GEMM's epilogue applies them: both where they have a fused form (GELU
+/// erf, quick_gelu, none; a bias with a host copy as wide as the output), else neither, and [`Fused::finish`]
+/// applies them after the product by candle's ops.
+pub(super) struct Fused {
+    bias: Option<Arc<[f32]>>,
+    act: Act,
+    complete: bool,
+}
+
+impl Fused {
+    /// The epilogue for `act(y + bias)` on an output `width` wide.
+    pub(super) fn of(bias: Option<&Param>, act: Option<Activation>, width: usize) -> Self {
+        let bias_fits = |b: &Param| b.host.as_ref().is_some_and(|h| h.len() == width);
+        match Act::of(act).filter(|_| bias.is_none_or(bias_fits)) {
+            Some(act) => Self {
+                bias: bias.and_then(|b| b.host.clone()),
+                act,
+                complete: true,
+            },
+            None => Self {
+                bias: None,
+                act: Act::None,
+                complete: false,
+            },
+        }
+    }
+
+    /// What the GEMM applies to each finished tile.
+    pub(super) fn epilogue(&self) -> Epilogue<'_> {
+        Epilogue {
+            bias: self.bias.as_deref(),
+            act: self.act,
+        }
+    }
+
+    /// `y`, the GEMM's output, with what its epilogue did not apply of `bias` and `act` (the ones given to
+    /// [`Fused::of`]).
+    pub(super) fn finish(&self, y: Tensor, bias: Option<&Param>, act: Option<Activation>) -> Result<Tensor> {
+        if self.complete {
+            return Ok(y);
+        }
+        let y = match bias {
+            Some(b) => y.broadcast_add(b.tensor())?,
+            None => y,
+        };
+        match act {
+            Some(act) => act.forward(&y),
+            None => Ok(y),
+        }
+    }
+}
+
 #[inline(always)]
 pub(super) fn bias_act_rows(data: &mut [f32], bias: Option<&[f32]>, a: Act) {
     match (bias, a) {

@@ -2,7 +2,7 @@
 //! once to symmetric int8 per output channel and packed for the integer GEMM — AMX tiles where the CPU has AMX-INT8
 //! and the OS grants it ([`super::amx`]), else the crate's `vpdpbusd` kernel on AVX-512 VNNI ([`super::vnni`]), else
 //! `rten-gemm`'s (`vpmaddubsw` + `vpmaddwd` on AVX2); each call quantizes the input rows to u8 (asymmetric, per
-//! row), accumulates in i32 and dequantizes to f32. Bias and activation follow in `bias_act`, as after an f32 GEMM.
+//! row), accumulates in i32 and dequantizes to f32, bias and activation fused as after the f32 GEMM ([`super::bias_act::Epilogue`]).
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -11,14 +11,15 @@ use rten_tensor::NdTensorView;
 
 #[cfg(target_arch = "x86_64")]
 use super::amx::{self, Granted};
+use super::bias_act::{Epilogue, Fused};
 use super::math::{lane_max_of, lane_min_max, round_clamped};
 #[cfg(target_arch = "x86_64")]
 use super::packed::Output;
 #[cfg(target_arch = "x86_64")]
 use super::vnni::{self, CodePanels, Vnni};
-use super::{contiguous, with_host_f32, Isa};
+use super::{contiguous, with_host_f32, Isa, Param};
+use crate::config::Activation;
 use crate::error::{Error, Result};
-use crate::kernels::Fresh;
 
 /// The largest weight magnitude: symmetric, so that no zero point is needed (as PyTorch's per-channel qint8).
 const WEIGHT_MAX: f32 = 127.0;
@@ -165,14 +166,18 @@ impl Int8Weight {
         self.in_dim
     }
 
-    /// `x Wᵀ` for `x` (rows, in) f32 on the CPU, into new storage.
-    pub(crate) fn matmul(&self, x: &Tensor) -> Result<Fresh> {
-        let x = x.to_dtype(DType::F32)?;
+    /// `act(x Wᵀ + bias)` for `x` (rows, in) on the CPU, into new storage. Bias and activation are applied to each
+    /// dequantized tile where they have a fused form, else after the product by candle's ops (as
+    /// [`super::PackedWeight::forward`]).
+    pub(crate) fn forward(&self, x: &Tensor, bias: Option<&Param>, act: Option<Activation>) -> Result<Tensor> {
+        let fused = Fused::of(bias, act, self.out_dim());
         let op = Int8MatMul {
             weight: self,
+            epilogue: fused.epilogue(),
             isa: Isa::best(),
         };
-        Ok(Fresh::custom(x.apply_op1_no_bwd(&op)?))
+        let y = x.to_dtype(DType::F32)?.apply_op1_no_bwd(&op)?;
+        fused.finish(y, bias, act)
     }
 
     /// The f32 weight these codes stand for, (out, in): for tests and error bounds.
@@ -237,11 +242,14 @@ pub(super) struct Dequantize<'a> {
     pub(super) zeros: &'a [u8],
     pub(super) scales: &'a [f32],
     pub(super) code_sums: &'a [i32],
+    /// Bias and activation, applied to each dequantized row segment.
+    pub(super) epilogue: Epilogue<'a>,
 }
 
 #[cfg(target_arch = "x86_64")]
 impl Dequantize<'_> {
-    /// Writes the `height` × `width` corner of `sums` (rows of `pitch`), dequantized, at (`row`, `col`) of `out`.
+    /// Writes the `height` × `width` corner of `sums` (rows of `pitch`), dequantized and through the epilogue, at
+    /// (`row`, `col`) of `out`.
     /// The caller's task owns that part of the output (`packed::task_blocks`).
     #[inline(always)]
     pub(super) fn write(&self, sums: &[i32], pitch: usize, out: Output, corner: (usize, usize, usize, usize)) {
@@ -255,13 +263,15 @@ impl Dequantize<'_> {
             for (((d, &a), &s), &c) in dst.iter_mut().zip(acc).zip(scales).zip(code_sums) {
                 *d = dequantize(a, (row_scale, zero), (s, c));
             }
+            self.epilogue.apply(dst, col);
         }
     }
 }
 
-/// The candle op running [`Int8Weight::matmul`] on the input's storage.
+/// The candle op running [`Int8Weight::forward`] on the input's storage.
 struct Int8MatMul<'a> {
     weight: &'a Int8Weight,
+    epilogue: Epilogue<'a>,
     isa: Isa,
 }
 
@@ -312,6 +322,7 @@ impl Int8MatMul<'_> {
             zeros: &zeros,
             scales: &self.weight.scales,
             code_sums: &self.weight.code_sums,
+            epilogue: self.epilogue,
         };
         kernel(&codes, rows, dq)
     }
@@ -335,14 +346,15 @@ impl Int8MatMul<'_> {
         // SAFETY: `gemm_uninit` returned the first `rows · n` elements initialised (it errors otherwise), and the
         // capacity is `rows · n`.
         unsafe { acc.set_len(written) };
-        let isa = self.isa;
+        let (isa, epilogue) = (self.isa, self.epilogue);
         let (scales, sums) = (&self.weight.scales[..], &self.weight.code_sums[..]);
         acc.par_chunks_mut(n)
             .zip(row_scales.into_par_iter().zip(zeros))
             .for_each(|(row, (s, z))| {
                 let sz = (s, i32::from(z));
-                dispatch!(isa, (row: &mut [i32], sz: (f32, i32), scales: &[f32], sums: &[i32]) {
-                    dequantize_row(row, sz, scales, sums)
+                dispatch!(isa, (row: &mut [i32], sz: (f32, i32), scales: &[f32], sums: &[i32], epilogue: Epilogue) {
+                    dequantize_row(row, sz, scales, sums);
+                    epilogue.apply(bytemuck::cast_slice_mut(row), 0);
                 })
             });
         Ok(bytemuck::cast_vec(acc))
@@ -370,7 +382,17 @@ impl CustomOp1 for Int8MatMul<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::cpu::math::gelu_erf;
     use crate::kernels::cpu::testing::{for_each_isa, values, wave};
+
+    /// The op without bias or activation.
+    fn plain(weight: &Int8Weight, isa: Isa) -> Int8MatMul<'_> {
+        Int8MatMul {
+            weight,
+            epilogue: Epilogue::NONE,
+            isa,
+        }
+    }
 
     /// `x Wᵀ` in f64 from the codes the kernel used, as the exact reference for the integer path.
     fn reference(x: &[f32], rows: usize, k: usize, w: &[f32], n: usize) -> Vec<f64> {
@@ -402,9 +424,9 @@ mod tests {
         let x = values(&wave((6, 70), 3.0, 0.2, 0.5));
         let w = Int8Weight::quantize(&wave((11, 70), 0.05, 0.3, 0.0)).unwrap();
         let base = Isa::new(crate::kernels::cpu::Level::Baseline).unwrap();
-        let want = Int8MatMul { weight: &w, isa: base }.run(&x).unwrap();
+        let want = plain(&w, base).run(&x).unwrap();
         for_each_isa("int8 quantize/dequantize", |isa| {
-            let got = Int8MatMul { weight: &w, isa }.run(&x).unwrap();
+            let got = plain(&w, isa).run(&x).unwrap();
             assert_eq!(
                 got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                 want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -434,14 +456,9 @@ mod tests {
             let own = Int8Weight::quantize_for(&w, backend).unwrap();
             let rten = Int8Weight::quantize_for(&w, Backend::Rten).unwrap();
             assert_eq!(own.input_max, rten.input_max, "a CPU with VNNI: no reduced range");
-            let want = Int8MatMul {
-                weight: &rten,
-                isa: Isa::best(),
-            }
-            .run(&x)
-            .unwrap();
+            let want = plain(&rten, Isa::best()).run(&x).unwrap();
             for_each_isa("int8 dequantization", |isa| {
-                let got = Int8MatMul { weight: &own, isa }.run(&x).unwrap();
+                let got = plain(&own, isa).run(&x).unwrap();
                 assert_eq!(
                     got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                     want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
@@ -471,6 +488,41 @@ mod tests {
         }
         #[cfg(not(target_arch = "x86_64"))]
         println!("int8 AVX-512 VNNI: skipped, not an x86-64 CPU");
+    }
+
+    /// Every integer GEMM this CPU can run.
+    fn backends() -> Vec<Backend> {
+        let mut all = vec![Backend::Rten];
+        #[cfg(target_arch = "x86_64")]
+        {
+            all.extend(Vnni::check().map(Backend::Vnni));
+            all.extend(Granted::check().map(Backend::Amx));
+        }
+        all
+    }
+
+    #[test]
+    fn bias_and_activation_reach_the_right_columns_on_every_backend() {
+        // Widths off every tile, a depth of two VNNI slices, rows off every tile.
+        let (rows, k, n) = (13, 600, 70);
+        let (w, x) = (wave((n, k), 0.05, 0.3, 0.0), wave((rows, k), 0.1, 1.1, 0.3));
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.1 - 3.0).collect();
+        let param = Param::new(Tensor::new(bias.as_slice(), &candle_core::Device::Cpu).unwrap()).unwrap();
+        for backend in backends() {
+            let weight = Int8Weight::quantize_for(&w, backend).unwrap();
+            let mut want = plain(&weight, Isa::best()).run(&values(&x)).unwrap();
+            for row in want.chunks_exact_mut(n) {
+                row.iter_mut().zip(&bias).for_each(|(v, b)| *v = gelu_erf(*v + b));
+            }
+            let got = values(&weight.forward(&x, Some(&param), Some(Activation::Gelu)).unwrap());
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{backend:?}"
+            );
+            let (lo, hi) = got.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+            assert!(lo < 0.0 && hi > 1.0, "GELU's both sides are reached: {lo}..{hi}");
+        }
     }
 
     #[test]
@@ -504,7 +556,7 @@ mod tests {
                 .unwrap();
             let int8 = Int8Weight::quantize(&w).unwrap();
             assert_eq!((int8.out_dim(), int8.in_dim()), (n, k));
-            let got = values(int8.matmul(&x).unwrap().as_tensor());
+            let got = values(&int8.forward(&x, None, None).unwrap());
             // The exact product of the dequantized operands bounds the kernel's own error (f32 dequantization).
             let (xv, wv) = (values(&x), values(&w));
             let mut codes = vec![0i8; n * k];
@@ -512,10 +564,7 @@ mod tests {
                 quantize_weight_row(row, q);
             }
             let wq = int8.dequantized(&codes);
-            let op = Int8MatMul {
-                weight: &int8,
-                isa: Isa::best(),
-            };
+            let op = plain(&int8, Isa::best());
             let (xc, xs, xz) = op.quantize_input(&xv, k, rows);
             let xq: Vec<f32> = xc
                 .chunks(k)

@@ -4,13 +4,11 @@
 //! as its last pass ends. Plain Rust over fixed-size arrays, which LLVM keeps in vector registers, compiled per
 //! instruction set (`dispatch!`). The projections' GEMM on AVX2 and AVX-512 CPUs ([`PackedWeight::try_read`]).
 
-use std::mem::MaybeUninit;
-use std::sync::Arc;
-
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-use super::bias_act::{bias_act_rows, Act};
+use super::bias_act::{Epilogue, Fused};
 use super::{contiguous, weight_buffer, with_host_f32, Isa, Level, Param};
 use crate::config::Activation;
 use crate::error::{Error, Result};
@@ -281,34 +279,21 @@ impl PackedWeight {
     /// tile by tile where they have a fused form (GELU erf, quick_gelu, and a bias with a host copy); otherwise
     /// after the product, by candle's ops.
     pub(crate) fn forward(&self, x: &Tensor, bias: Option<&Param>, act: Option<Activation>) -> Result<Tensor> {
-        let bias_fits = |b: &Param| b.host.as_ref().is_some_and(|h| h.len() == self.out_dim);
-        let fused = Act::of(act).filter(|_| bias.is_none_or(bias_fits));
+        let fused = Fused::of(bias, act, self.out_dim);
         let op = PackedMatMul {
             weight: self,
-            bias: fused.and(bias).and_then(|b| b.host.clone()),
-            act: fused.unwrap_or(Act::None),
+            epilogue: fused.epilogue(),
             isa: Isa::best(),
         };
         let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&op)?;
-        if fused.is_some() {
-            return Ok(y);
-        }
-        let y = match bias {
-            Some(b) => y.broadcast_add(b.tensor())?,
-            None => y,
-        };
-        match act {
-            Some(act) => act.forward(&y),
-            None => Ok(y),
-        }
+        fused.finish(y, bias, act)
     }
 }
 
 /// The candle op behind [`PackedWeight::forward`].
 struct PackedMatMul<'a> {
     weight: &'a PackedWeight,
-    bias: Option<Arc<[f32]>>,
-    act: Act,
+    epilogue: Epilogue<'a>,
     isa: Isa,
 }
 
@@ -328,20 +313,9 @@ impl CustomOp1 for PackedMatMul<'_> {
                 self.weight.in_dim
             );
         }
-        let epilogue = Epilogue {
-            bias: self.bias.as_deref(),
-            act: self.act,
-        };
-        let y = matmul(x, rows, self.weight, epilogue, self.isa);
+        let y = matmul(x, rows, self.weight, self.epilogue, self.isa);
         Ok((CpuStorage::F32(y), Shape::from((rows, self.weight.out_dim))))
     }
-}
-
-/// What each finished tile gets: `act(y + bias)`.
-#[derive(Clone, Copy)]
-struct Epilogue<'a> {
-    bias: Option<&'a [f32]>,
-    act: Act,
 }
 
 /// The output, written through a raw pointer by the tasks, each into its own block of rows × columns.
@@ -524,7 +498,7 @@ fn store<const W: usize>(
         if pass.last {
             // SAFETY: as above; every value of this row segment has been written.
             let row_values = unsafe { std::slice::from_raw_parts_mut(dst, width) };
-            bias_act_rows(row_values, epilogue.bias.map(|b| &b[col..col + width]), epilogue.act);
+            epilogue.apply(row_values, col);
         }
     }
 }
@@ -532,6 +506,7 @@ fn store<const W: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::cpu::bias_act::Act;
     use crate::kernels::cpu::math::gelu_erf;
     use crate::kernels::cpu::testing::{for_each_isa, values, wave};
 
