@@ -45,26 +45,27 @@ impl SelfAttention {
     /// `x`: (batch, seq, hidden); `mask`: additive f32, broadcastable to (batch, heads, seq, seq).
     pub(crate) fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, s, hidden) = x.dims3()?;
-        // One copy into head-major (3, batch, heads, seq, head_dim): candle's batched matmul (CPU gemm and cuBLAS
-        // alike) needs each head's rows at a pitch of head_dim, which the projection's (seq, 3·hidden) rows lack.
+        // q, k, v as (1, batch, heads, seq, head_dim) views of the projection's (batch, seq, 3·hidden) rows (a
+        // narrow, not `get`, whose squeeze would copy): the CPU kernel reads each head in place; candle's batched
+        // matmul (CPU gemm and cuBLAS alike), which needs each head's rows at a pitch of head_dim, gets a copy.
         let qkv = self
             .qkv
             .forward(x)?
             .reshape((b, s, 3, self.num_heads, self.head_dim))?
-            .permute((2, 0, 3, 1, 4))?
-            .contiguous()?;
-        let (q, k, v) = (qkv.get(0)?, qkv.get(1)?, qkv.get(2)?);
+            .permute((2, 0, 3, 1, 4))?;
+        let (q, k, v) = (qkv.narrow(0, 0, 1)?, qkv.narrow(0, 1, 1)?, qkv.narrow(0, 2, 1)?);
+        let dense = |t: &Tensor| -> Result<Tensor> { Ok(t.squeeze(0)?.contiguous()?) };
         let ctx = if q.device().is_metal() {
-            metal_sdpa(&q, &k, &v, mask, self.scale)?
+            metal_sdpa(&dense(&q)?, &dense(&k)?, &dense(&v)?, mask, self.scale)?
         } else {
             let scores = match cpu::try_batched_matmul(&q, &k, Rhs::Transposed)? {
-                Some(scores) => scores,
-                None => Fresh::matmul(&q, &k.t()?)?,
+                Some(scores) => scores.squeeze_lead()?,
+                None => Fresh::matmul(&dense(&q)?, &dense(&k)?.t()?)?,
             };
             let probs = scaled_masked_softmax(scores, self.scale, mask)?;
-            match cpu::try_batched_matmul(&probs, &v, Rhs::AsIs)? {
-                Some(ctx) => ctx.into_tensor(),
-                None => probs.matmul(&v)?,
+            match cpu::try_batched_matmul(&probs.unsqueeze(0)?, &v, Rhs::AsIs)? {
+                Some(ctx) => ctx.into_tensor().squeeze(0)?,
+                None => probs.matmul(&dense(&v)?)?,
             }
         };
         self.out.forward(&ctx.transpose(1, 2)?.reshape((b, s, hidden))?)
