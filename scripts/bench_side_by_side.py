@@ -3,7 +3,7 @@
 inputs' shapes, same thread count, in one run. Prints a Markdown table (paste it into BENCHMARKS.md).
 
     python scripts/full_size_parity.py /work/altclip-full          # once: the 3.5 GB random-weight checkpoint
-    python scripts/bench_side_by_side.py /work/altclip-full [--reps 3] [--threads 2]
+    python scripts/bench_side_by_side.py /work/altclip-full [--reps 3] [--threads 2] [--rounds 2]
 
 It builds and runs `examples/bench_side_by_side.rs` (cargo run --release) for the Rust side; PyTorch runs in this
 process (torch.set_num_threads), except load time and peak RSS, which each side measures in a fresh process.
@@ -14,7 +14,9 @@ padded the same way and with the crate's padding-aware batching (`TextBatching::
 order). `--features mkl` builds the Rust side with Intel MKL's GEMM (see BENCHMARKS.md for where MKL comes from).
 `--quantize` (default `int8`) adds the crate's quantized models; with `int8` among them PyTorch's own dynamic int8
 (`torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)`) is timed beside it. The CPU model
-and the flags that pick kernels (AVX2/FMA, AVX-512F, VNNI, AMX) head the output.
+and the flags that pick kernels (AVX2/FMA, AVX-512F, VNNI, AMX) head the output. `--rounds 2` repeats the timed
+runs with the other side first and keeps each row's best: on a shared VM whose speed drifts by tens of percent within
+minutes, one round lets a slow phase land on one side only.
 """
 
 import argparse
@@ -211,6 +213,9 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("model_dir")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat the timed runs, alternating which side goes first, and keep each row's best: on a "
+                        "shared VM one slow phase then cannot land on one side only")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", default=None, help="comma-separated workloads (vision_b1,text_b8x77,text_mixed,...)")
     p.add_argument("--skip-load", action="store_true")
@@ -240,28 +245,14 @@ def main():
     print(f"# load average before: {os.getloadavg()}", file=sys.stderr)
     print(f"# mixed lengths: {mixed} (longest {max(mixed)}, mean {sum(mixed) / len(mixed):.1f})", file=sys.stderr)
     run_args = ["run", a.model_dir, str(a.reps), ",".join(map(str, mixed))] + ([a.only] if a.only else [])
-    results = []
-    results += cargo_example(["gemm"], a.threads, a.features)
-    results += cargo_example(run_args, a.threads)
-    for q in (a.quantize or "").split(","):
-        if q:
-            results += json_lines([rust_binary()] + run_args, dict(rust_env(a.threads), ALTCLIP_BENCH_QUANTIZE=q),
-                                  optional=True)
-    for d in (a.half or "").split(","):
-        if d:
-            results += json_lines([rust_binary()] + run_args, dict(rust_env(a.threads), ALTCLIP_BENCH_DTYPE=d),
-                                  optional=True)
-    before = os.environ.get("ALTCLIP_BENCH_BASELINE_BIN")
-    if before:  # another build of the example (older, or other features), its column named by --baseline-label
-        for r in json_lines([before] + run_args, rust_env(a.threads)):
-            r["side"] = "before"
-            results.append(r)
     quantize = [q for q in (a.quantize or "").split(",") if q]
-    results += torch_run(a.model_dir, a.reps, a.threads, mixed, a.only, int8="int8" in quantize)
     onnx_script = [sys.executable, os.path.join(HERE, "bench_onnx.py")]
-    if a.onnx_dir:  # its own process: ORT's thread pool must not share a process with torch's
-        results += json_lines(onnx_script + ["run", a.onnx_dir, "--reps", str(a.reps), "--threads", str(a.threads)]
-                              + (["--only", a.only] if a.only else []))
+    results = []
+    for round_ in range(a.rounds):
+        sides = [candle_runs, other_runs] if round_ % 2 == 0 else [other_runs, candle_runs]
+        for side in sides:
+            results += side(a, run_args, mixed, quantize, onnx_script)
+    results = merge_rounds(results)
     if not a.skip_load:
         warm_page_cache(a.model_dir)
         results += cargo_example(["load", a.model_dir], a.threads)
@@ -286,6 +277,47 @@ def main():
     report(results, mixed, a)
 
 
+def candle_runs(a, run_args, mixed, quantize, onnx_script):
+    """The Rust side's timed runs: its GEMM, f32, each quantization and dtype, and the baseline build if any."""
+    results = cargo_example(["gemm"], a.threads, a.features)
+    results += cargo_example(run_args, a.threads)
+    for q in quantize:
+        results += json_lines([rust_binary()] + run_args, dict(rust_env(a.threads), ALTCLIP_BENCH_QUANTIZE=q),
+                              optional=True)
+    for d in (a.half or "").split(","):
+        if d:
+            results += json_lines([rust_binary()] + run_args, dict(rust_env(a.threads), ALTCLIP_BENCH_DTYPE=d),
+                                  optional=True)
+    before = os.environ.get("ALTCLIP_BENCH_BASELINE_BIN")
+    if before:  # another build of the example (older, or other features), its column named by --baseline-label
+        for r in json_lines([before] + run_args, rust_env(a.threads)):
+            r["side"] = "before"
+            results.append(r)
+    return results
+
+
+def other_runs(a, run_args, mixed, quantize, onnx_script):
+    """PyTorch's timed runs (f32, and dynamic int8 when int8 is asked for), then ONNX Runtime's if exported."""
+    results = torch_run(a.model_dir, a.reps, a.threads, mixed, a.only, int8="int8" in quantize)
+    if a.onnx_dir:  # its own process: ORT's thread pool must not share a process with torch's
+        results += json_lines(onnx_script + ["run", a.onnx_dir, "--reps", str(a.reps), "--threads", str(a.threads)]
+                              + (["--only", a.only] if a.only else []))
+    return results
+
+
+def merge_rounds(results):
+    """One entry per (side, workload): the rounds' timings concatenated (the report keeps their best), any other
+    entry as first seen."""
+    merged = {}
+    for r in results:
+        key = (r["side"], r["workload"])
+        if key in merged and "times" in r:
+            merged[key]["times"] = merged[key]["times"] + r["times"]
+        else:
+            merged.setdefault(key, dict(r))
+    return list(merged.values())
+
+
 def report(results, mixed, a, cpu=None):
     print(f"CPU: {cpu or cpu_line()}\n")
     by = {(r["side"], r["workload"]): r for r in results}
@@ -295,7 +327,8 @@ def report(results, mixed, a, cpu=None):
     peak = {side: gemm_flop / min(r["times"]) / 1e9 for (side, w), r in by.items() if w == "gemm_1024x4096x4096"}
     print("GEMM 1024x4096x4096 (x·Wᵀ), best of 5, GFLOP/s (f32-equivalent): "
           + ", ".join(f"{side} {g:.0f}" for side, g in peak.items())
-          + f"; {a.threads} threads, best of {a.reps} reps after a warm-up\n")
+          + f"; {a.threads} threads, best of {a.reps} reps after a warm-up"
+          + (f", in each of {a.rounds} rounds (sides alternating first)" if a.rounds > 1 else "") + "\n")
     flops = {
         "vision_b1": vision_flops(), "vision_b8": 8 * vision_flops(),
         "text_b1x77": text_flops([77]), "text_b8x77": text_flops([77] * 8), "text_b32x16": text_flops([16] * 32),
