@@ -89,11 +89,13 @@ impl CodePanels {
     }
 }
 
-/// Writes up to 16 rows of `in_dim` codes (one panel's columns) into the panel's groups.
+/// Writes up to 16 rows of `in_dim` codes (one panel's columns) into the panel's groups, 4 codes at a time.
 fn pack_panel(rows: &[i8], in_dim: usize, panel: &mut [u8]) {
     for (n, row) in rows.chunks_exact(in_dim).enumerate() {
-        for (k, &code) in row.iter().enumerate() {
-            panel[k / 4 * GROUP_BYTES + n * 4 + k % 4] = code as u8;
+        for (four, group) in row.chunks(4).zip(panel.chunks_exact_mut(GROUP_BYTES)) {
+            for (d, &code) in group[n * 4..].iter_mut().zip(four) {
+                *d = code as u8;
+            }
         }
     }
 }
