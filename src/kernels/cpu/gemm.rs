@@ -1,8 +1,8 @@
 //! f32 GEMMs through `rten-gemm`, whose kernels are picked at run time (AVX-512F, AVX2+FMA, baseline): attention's
 //! per-head products as one batched call, parallel over batch × heads, each head read in place from strided rows
-//! ([`try_batched_matmul`]). The projections
-//! take the crate's own kernel over weights packed at load (`packed`): rten's packs its weight operand per call,
-//! which cost it half the speed on the text tower's short inputs (BENCHMARKS.md).
+//! ([`try_batched_matmul`]). The projections take the crate's own kernel over weights packed at load (`packed`):
+//! rten's packs its weight operand per call, which cost it half the speed on the text tower's short inputs
+//! (BENCHMARKS.md).
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rten_gemm::{GemmExecutor, GemmInputA, GemmInputB, GemmUninitOptions};

@@ -2,7 +2,8 @@
 //! once to symmetric int8 per output channel and packed for the integer GEMM — AMX tiles where the CPU has AMX-INT8
 //! and the OS grants it ([`super::amx`]), else the crate's `vpdpbusd` kernel on AVX-512 VNNI ([`super::vnni`]), else
 //! `rten-gemm`'s (`vpmaddubsw` + `vpmaddwd` on AVX2); each call quantizes the input rows to u8 (asymmetric, per
-//! row), accumulates in i32 and dequantizes to f32, bias and activation fused as after the f32 GEMM ([`super::bias_act::Epilogue`]).
+//! row), accumulates in i32 and dequantizes to f32, bias and activation fused as after the f32 GEMM
+//! ([`super::bias_act::Epilogue`]).
 
 use std::mem::MaybeUninit;
 
@@ -59,8 +60,8 @@ enum Backend {
 }
 
 impl Backend {
-    /// AMX where it may run (16× VNNI's products per instruction), else the crate's AVX-512 VNNI kernel (1.2-1.3×
-    /// rten-gemm's on the towers' shapes, Xeon Emerald Rapids), else `rten-gemm`.
+    /// AMX where it may run (16× VNNI's products per instruction), else the crate's AVX-512 VNNI kernel (1.3-1.5×
+    /// rten-gemm's whole op on the towers' shapes, Xeon Emerald Rapids), else `rten-gemm`.
     fn best() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
@@ -251,8 +252,7 @@ pub(super) struct Dequantize<'a> {
 #[cfg(target_arch = "x86_64")]
 impl Dequantize<'_> {
     /// Writes the `height` × `width` corner of `sums` (rows of `pitch`), dequantized and through the epilogue, at
-    /// (`row`, `col`) of `out`.
-    /// The caller's task owns that part of the output (`packed::task_blocks`).
+    /// (`row`, `col`) of `out`. The caller's task owns that part of the output (`packed::task_blocks`).
     #[inline(always)]
     pub(super) fn write(&self, sums: &[i32], pitch: usize, out: Output, corner: (usize, usize, usize, usize)) {
         let (row, col, height, width) = corner;
