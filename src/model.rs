@@ -129,14 +129,15 @@ impl AltClipModel {
     }
 
     /// Quantizes both towers' encoder projections (q/k/v, attention output, MLP; 4 × 24 + 4 × 24 matrices for
-    /// BAAI/AltCLIP). Norms, the final projections and the embeddings (but int8's token table) stay in the loaded
-    /// dtype. Returns how many projections were quantized.
+    /// BAAI/AltCLIP). Norms, the final projections and the embeddings stay in the loaded dtype (but a held
+    /// token table under int8: see below). Returns how many projections were quantized.
     ///
     /// - [`Quantization::Int8`]: dynamic int8 (per-channel int8 weights, input rows quantized on the fly, i32
     ///   accumulation) on AMX tiles, AVX-512 VNNI (the crate's kernels) or `rten-gemm`'s AVX2 kernels, whichever
     ///   the CPU has, all with the same values; CPU and f32 models only. Faster than f32 where the
-    ///   CPU has integer dot products (see BENCHMARKS.md), and a quarter of the weight memory; the token table
-    ///   is kept in f16 (half its memory).
+    ///   CPU has integer dot products (see BENCHMARKS.md), and a quarter of the weight memory. The token table is
+    ///   read from a safetensors checkpoint as tokens are looked up (never held); one loaded whole (a PyTorch
+    ///   `.bin`, in-memory tensors) is kept in f16 (half its memory).
     ///
     /// [`AltClipModel::from_dir_quantized`] builds the same model while loading, never holding the f32 one.
     /// - [`Quantization::Ggml`]: a GGML block format (`Q8_0`, `Q4K`, …) through candle's quantized matmul, on

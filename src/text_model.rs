@@ -12,24 +12,40 @@ use crate::error::{Error, Result};
 use crate::nn::{FeedForward, LayerNorm, Linear, SelfAttention};
 use crate::options::Quantization;
 use crate::tower::{load_layers, EncoderLayer, Tower};
-use crate::weights::CheckpointView;
+use crate::weights::{CheckpointView, StoredRows};
 
 /// Word, position and token-type embeddings followed by layer norm (`AltRobertaEmbeddings`).
 #[derive(Debug, Clone)]
 struct TextEmbeddings {
-    word: Tensor,
+    word: TokenTable,
     position: Tensor,
     token_type0: Tensor,
     layer_norm: LayerNorm,
+}
+
+/// The token table (`word_embeddings`): read from a safetensors checkpoint row by row as tokens are looked up, or
+/// held whole when the checkpoint is another kind. It is a quarter of BAAI/AltCLIP's weights (1 GB), and a model
+/// uses the few thousand rows its captions hold: reading them where they are stored spares loading the table
+/// (the fresh memory it fills) and its RSS, and processes sharing a checkpoint share its page cache.
+#[derive(Debug, Clone)]
+enum TokenTable {
+    Stored(StoredRows),
+    Held(Tensor),
 }
 
 impl TextEmbeddings {
     fn load(w: &CheckpointView, cfg: &AltClipTextConfig) -> Result<Self> {
         let h = cfg.hidden_size;
         let token_type = w.get((cfg.type_vocab_size, h), "token_type_embeddings.weight")?;
-        let word_dtype = token_table_dtype(w.quantization()).unwrap_or(w.dtype());
+        let word = match w.stored_rows((cfg.vocab_size, h), "word_embeddings.weight")? {
+            Some(rows) => TokenTable::Stored(rows),
+            None => {
+                let dtype = held_table_dtype(w.quantization()).unwrap_or(w.dtype());
+                TokenTable::Held(w.get_as((cfg.vocab_size, h), "word_embeddings.weight", dtype)?)
+            }
+        };
         Ok(Self {
-            word: w.get_as((cfg.vocab_size, h), "word_embeddings.weight", word_dtype)?,
+            word,
             position: w.get((cfg.max_position_embeddings, h), "position_embeddings.weight")?,
             // token_type_ids are all zero for XLM-R (transformers' default buffer).
             token_type0: token_type.get(0)?,
@@ -37,28 +53,32 @@ impl TextEmbeddings {
         })
     }
 
-    /// Stores the token table as `quantization` wants it (see [`token_table_dtype`]).
+    /// Stores a held token table as `quantization` wants it (see [`held_table_dtype`]).
     fn quantize(&mut self, quantization: Quantization) -> Result<()> {
-        if let Some(dtype) = token_table_dtype(Some(quantization)) {
-            self.word = self.word.to_dtype(dtype)?;
+        if let (TokenTable::Held(table), Some(dtype)) = (&mut self.word, held_table_dtype(Some(quantization))) {
+            *table = table.to_dtype(dtype)?;
         }
         Ok(())
     }
 
-    fn forward(&self, ids: &Tensor, position_ids: &Tensor) -> Result<Tensor> {
+    /// `ids`: the (batch, seq) token ids, checked in range, with `host_ids` their values.
+    fn forward(&self, ids: &Tensor, host_ids: &[u32], position_ids: &Tensor) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
         let positions = self.position.embedding(&position_ids.flatten_all()?)?;
-        let words = self.word.embedding(&ids.flatten_all()?)?.to_dtype(positions.dtype())?;
+        let words = match &self.word {
+            TokenTable::Stored(rows) => rows.gather(host_ids, positions.dtype(), positions.device())?,
+            TokenTable::Held(table) => table.embedding(&ids.flatten_all()?)?.to_dtype(positions.dtype())?,
+        };
         let x = words.add(&positions)?.broadcast_add(&self.token_type0)?;
         let x = x.reshape((b, s, ()))?;
         self.layer_norm.forward(&x)
     }
 }
 
-/// The dtype the token table is stored in under `quantization`, where it differs from the model's: under int8,
-/// f16 (the table is a quarter of BAAI/AltCLIP's weights; looked-up rows widen to the model's dtype, and f16's
-/// rounding, 2⁻¹¹ relative, is far below int8's).
-fn token_table_dtype(quantization: Option<Quantization>) -> Option<DType> {
+/// The dtype a held token table is kept in under `quantization`, where it differs from the model's: under int8,
+/// f16 (half its memory; looked-up rows widen to the model's dtype, and f16's rounding, 2⁻¹¹ relative, is far
+/// below int8's). A stored table's rows are read exactly.
+fn held_table_dtype(quantization: Option<Quantization>) -> Option<DType> {
     match quantization {
         Some(Quantization::Int8) => Some(DType::F16),
         Some(Quantization::Ggml(_)) | None => None,
@@ -162,7 +182,7 @@ impl AltClipTextModel {
     pub fn new(cfg: &AltClipTextConfig, w: &CheckpointView) -> Result<Self> {
         cfg.validate()?;
         let roberta = w.pp("roberta");
-        // The 1 GB token table is one read: it runs beside the layers'.
+        // The embeddings (small: the token table stays in the file, see `TokenTable`) load beside the layers.
         let (embeddings, layers) = rayon::join(
             || TextEmbeddings::load(&roberta.pp("embeddings"), cfg),
             || {
@@ -182,7 +202,8 @@ impl AltClipTextModel {
 
     /// Quantizes every encoder layer's projections (q/k/v, attention output, both MLP layers) to `quantization`
     /// (see [`AltClipModel::quantize`](crate::AltClipModel::quantize)); norms and the tower's own output
-    /// projection stay as loaded, and so do the embeddings, except that int8 keeps the token table in f16.
+    /// projection stay as loaded, and so do the embeddings, except that int8 keeps a held token table in f16
+    /// (see `TokenTable`: one read from a safetensors file is never held).
     /// Returns how many projections were quantized (0 when the widths don't fit a GGML format's block size).
     pub fn quantize(&mut self, quantization: Quantization) -> Result<usize> {
         let quantized = self.quantize_encoder(quantization)?;
@@ -207,12 +228,12 @@ impl AltClipTextModel {
 
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
-        self.embeddings.word.device()
+        self.embeddings.position.device()
     }
 
     /// The dtype of the weights and activations.
     pub fn dtype(&self) -> DType {
-        self.embeddings.word.dtype()
+        self.embeddings.position.dtype()
     }
 
     /// Runs the tower.
@@ -225,9 +246,9 @@ impl AltClipTextModel {
         attention_mask: Option<&Tensor>,
         output_hidden_states: bool,
     ) -> Result<TextModelOutput> {
-        let (ids, position_ids) = self.prepare_ids(input_ids)?;
+        let (ids, host_ids, position_ids) = self.prepare_ids(input_ids)?;
         let mask = self.additive_mask(input_ids, attention_mask)?;
-        let mut x = self.embeddings.forward(&ids, &position_ids)?;
+        let mut x = self.embeddings.forward(&ids, &host_ids, &position_ids)?;
         let mut hidden_states = output_hidden_states.then(|| vec![x.clone()]);
         for layer in &self.layers {
             x = layer.forward(&x, &mask)?;
@@ -246,8 +267,8 @@ impl AltClipTextModel {
 
     /// Checks `input_ids` and computes position ids as transformers' `create_position_ids_from_input_ids` does:
     /// `cumsum(ids != pad) * (ids != pad) + pad`, in integers so they are exact in any dtype and with either
-    /// padding side.
-    fn prepare_ids(&self, input_ids: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// padding side. Returns the ids as u32 on the device and on the host, and the position ids.
+    fn prepare_ids(&self, input_ids: &Tensor) -> Result<(Tensor, Vec<u32>, Tensor)> {
         let cfg = &self.config;
         let dims = input_ids.dims();
         let [b, s] = dims else {
@@ -302,7 +323,8 @@ impl AltClipTextModel {
         let ids_u32: Vec<u32> = ids.iter().map(|&id| id as u32).collect();
         let device = self.device();
         Ok((
-            Tensor::from_vec(ids_u32, (b, s), device)?,
+            Tensor::from_slice(&ids_u32, (b, s), device)?,
+            ids_u32,
             Tensor::from_vec(positions, (b, s), device)?,
         ))
     }

@@ -23,8 +23,9 @@ enum Source {
 ///
 /// Safetensors files are not memory-mapped: each tensor is read with one positioned read straight into the buffer
 /// the model keeps, so a loaded model holds the weights once (a mapping would keep every touched page of the file
-/// resident beside the copy: peak RSS twice the file). Reads may come from several threads at once: the towers load
-/// their layers in parallel.
+/// resident beside the copy: peak RSS twice the file); the text tower's token table is not loaded at all, its
+/// rows are read as tokens are looked up ([`StoredRows`]). Reads may come from several threads at once: the
+/// towers load their layers in parallel.
 pub struct Checkpoint {
     source: Source,
     origin: PathBuf,
@@ -263,6 +264,23 @@ impl Checkpoint {
         })
     }
 
+    /// The (rows, cols) matrix `name` as [`StoredRows`], read from the file row by row as rows are looked up, when
+    /// it lies in a safetensors file; `None` for other sources (their tensors are loaded whole).
+    pub(crate) fn stored_rows(&self, name: &str, (rows, cols): (usize, usize)) -> Result<Option<StoredRows>> {
+        let stored = self.checked(name, &Shape::from((rows, cols)))?;
+        let Source::Safetensors(st) = &self.source else {
+            return Ok(None);
+        };
+        Ok(st.info(&stored).map(|(file, info)| StoredRows {
+            file: Arc::clone(file),
+            name: stored.clone(),
+            start: file.data_start + info.data_offsets.0 as u64,
+            dtype: info.dtype,
+            rows,
+            cols,
+        }))
+    }
+
     /// The stored name of `name`, checked to have `shape` and a float dtype.
     fn checked(&self, name: &str, shape: &Shape) -> Result<String> {
         let stored = self
@@ -293,7 +311,7 @@ const F32_CHUNK: usize = 1 << 20;
 
 /// Safetensors files opened for positioned reads, with their parsed headers.
 struct SafetensorsFiles {
-    files: Vec<SafetensorsFile>,
+    files: Vec<Arc<SafetensorsFile>>,
     /// Tensor name → index into `files`.
     index: HashMap<String, usize>,
 }
@@ -315,12 +333,12 @@ impl SafetensorsFiles {
             for name in file.metadata.tensors().into_keys() {
                 index.insert(name, files.len());
             }
-            files.push(file);
+            files.push(Arc::new(file));
         }
         Ok(Self { files, index })
     }
 
-    fn info(&self, name: &str) -> Option<(&SafetensorsFile, &TensorInfo)> {
+    fn info(&self, name: &str) -> Option<(&Arc<SafetensorsFile>, &TensorInfo)> {
         let file = &self.files[*self.index.get(name)?];
         Some((file, file.metadata.info(name)?))
     }
@@ -405,7 +423,7 @@ impl SafetensorsFile {
     }
 
     /// Reads an f32 tensor into `T` (f16 or bf16) through one small buffer, so the f32 copy is never held whole
-    /// (the 1 GB token table of an int8 model is kept in f16).
+    /// (a 1 GB token table held by an int8 model is kept in f16).
     fn read_narrowed<T>(&self, name: &str, info: &TensorInfo) -> Result<Tensor>
     where
         T: bytemuck::Pod + candle_core::WithDType,
@@ -493,6 +511,76 @@ fn read_exact_at(file: &std::fs::File, mut buf: &mut [u8], mut offset: u64) -> s
     Ok(())
 }
 
+/// One stored matrix whose rows are read from its safetensors file when looked up (positioned reads from the
+/// page cache), never held whole: the text tower's token table, a quarter of BAAI/AltCLIP's weights.
+#[derive(Clone)]
+pub(crate) struct StoredRows {
+    file: Arc<SafetensorsFile>,
+    name: String,
+    /// Where the matrix's first value lies in the file.
+    start: u64,
+    dtype: safetensors::Dtype,
+    rows: usize,
+    cols: usize,
+}
+
+impl std::fmt::Debug for StoredRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredRows")
+            .field("path", &self.file.path)
+            .field("name", &self.name)
+            .field("shape", &(self.rows, self.cols))
+            .finish_non_exhaustive()
+    }
+}
+
+impl StoredRows {
+    /// Rows `ids` as an (ids, cols) tensor of `dtype` on `device`, as `Tensor::embedding` would gather them from
+    /// the whole matrix (values exact: read in the stored dtype, then converted as a loaded tensor is).
+    pub(crate) fn gather(&self, ids: &[u32], dtype: DType, device: &Device) -> Result<Tensor> {
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.rows) {
+            return Err(Error::TokenOutOfRange {
+                id: i64::from(id),
+                vocab_size: self.rows,
+            });
+        }
+        let rows = match self.dtype {
+            safetensors::Dtype::F32 => self.read::<f32>(ids)?,
+            safetensors::Dtype::F16 => self.read::<half::f16>(ids)?,
+            safetensors::Dtype::BF16 => self.read::<half::bf16>(ids)?,
+            safetensors::Dtype::F64 => self.read::<f64>(ids)?,
+            other => {
+                return Err(Error::WeightFile {
+                    path: self.file.path.clone(),
+                    reason: format!("tensor `{}`: rows of dtype {other:?} cannot be looked up", self.name),
+                })
+            }
+        };
+        Ok(rows.to_dtype(dtype)?.to_device(device)?)
+    }
+
+    /// Reads rows `ids` (checked in range) in the stored type `T`, one positioned read per row; a row equal to the
+    /// one before it (padding) is copied instead of read again.
+    fn read<T: bytemuck::Pod + candle_core::WithDType>(&self, ids: &[u32]) -> Result<Tensor> {
+        let cols = self.cols;
+        let row_bytes = (cols * std::mem::size_of::<T>()) as u64;
+        let mut values: Vec<T> = bytemuck::zeroed_vec(ids.len() * cols);
+        for (i, &id) in ids.iter().enumerate() {
+            let (before, row) = values.split_at_mut(i * cols);
+            let row = &mut row[..cols];
+            if i > 0 && ids[i - 1] == id {
+                row.copy_from_slice(&before[(i - 1) * cols..]);
+            } else {
+                self.file.read_into(row, self.start + u64::from(id) * row_bytes)?;
+            }
+        }
+        Tensor::from_vec(values, (ids.len(), cols), &Device::Cpu).map_err(|e| Error::WeightFile {
+            path: self.file.path.clone(),
+            reason: format!("tensor `{}`: {e}", self.name),
+        })
+    }
+}
+
 /// A view of a [`Checkpoint`] under a name prefix, with the dtype and device tensors are loaded to: this crate's
 /// counterpart of candle's `VarBuilder`, returning typed errors.
 #[derive(Debug, Clone)]
@@ -523,8 +611,9 @@ impl CheckpointView {
 
     /// Quantizes each encoder layer's projections to `quantization` as the layer loads (see
     /// [`AltClipModel::quantize`](crate::AltClipModel::quantize)), so that the f32 weights of at most a few layers
-    /// are held at once; `None` keeps the loaded dtype. Under [`Quantization::Int8`] the text tower's token
-    /// table is also kept in f16 (half its memory; rows are widened to f32 as they are looked up).
+    /// are held at once; `None` keeps the loaded dtype. Under [`Quantization::Int8`] a token table loaded
+    /// whole (not read row by row from a safetensors file) is kept in f16 (half its memory; rows are widened to
+    /// f32 as they are looked up).
     pub fn with_quantization(mut self, quantization: Option<Quantization>) -> Self {
         self.quantization = quantization;
         self
@@ -599,6 +688,12 @@ impl CheckpointView {
             .read_f32_rows(&self.full_name(name), shape, chunk_rows, sink)
     }
 
+    /// The (rows, cols) matrix `name` read row by row as looked up (see [`StoredRows`]), or `None` when the
+    /// checkpoint cannot (not safetensors): load it with [`CheckpointView::get`] then.
+    pub(crate) fn stored_rows(&self, shape: (usize, usize), name: &str) -> Result<Option<StoredRows>> {
+        self.checkpoint.stored_rows(&self.full_name(name), shape)
+    }
+
     /// Loads `name` with the expected shape in `dtype`.
     pub fn get_as(&self, shape: impl Into<Shape>, name: &str, dtype: DType) -> Result<Tensor> {
         self.checkpoint
@@ -636,5 +731,56 @@ mod tests {
             // Overflowing values are ±inf in both, which compare equal.
             assert_eq!(same.to_scalar::<u32>().unwrap() as usize, n, "{dtype:?}");
         }
+    }
+
+    #[test]
+    fn stored_rows_gather_what_embedding_gathers_in_every_stored_dtype() {
+        let (rows, cols) = (97, 13);
+        let values: Vec<f32> = (0..rows * cols).map(|i| ((i as f32) * 0.377).cos() * 3.0).collect();
+        let table = Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap();
+        // Repeated ids (padding) are copied from the row before; the first and last rows bound the offsets.
+        let ids = [5u32, 5, 0, 96, 41, 41, 41, 7];
+        let dir = tempfile::tempdir().unwrap();
+        for stored in [DType::F32, DType::F16, DType::BF16] {
+            let path = dir.path().join(format!("{stored:?}.safetensors"));
+            let stored_table = table.to_dtype(stored).unwrap();
+            stored_table.save_safetensors("emb", &path).unwrap();
+            let view = CheckpointView::new(
+                Checkpoint::from_safetensors(&[&path]).unwrap(),
+                DType::F32,
+                &Device::Cpu,
+            );
+            let rows_read = view
+                .stored_rows((rows, cols), "emb")
+                .unwrap()
+                .expect("a safetensors file");
+            let ids_tensor = Tensor::new(&ids[..], &Device::Cpu).unwrap();
+            let expected: Vec<Vec<f32>> = stored_table
+                .embedding(&ids_tensor)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            let got: Vec<Vec<f32>> = rows_read
+                .gather(&ids, DType::F32, &Device::Cpu)
+                .unwrap()
+                .to_vec2()
+                .unwrap();
+            assert_eq!(got, expected, "{stored:?}");
+            let err = rows_read.gather(&[3, 97], DType::F32, &Device::Cpu).unwrap_err();
+            assert!(
+                matches!(err, Error::TokenOutOfRange { id: 97, vocab_size: 97 }),
+                "{err}"
+            );
+            // A wrong shape is refused when the table is opened, naming both shapes.
+            let err = view.stored_rows((rows, cols + 1), "emb").unwrap_err();
+            assert!(matches!(err, Error::TensorShape { .. }), "{err}");
+        }
+        // Checkpoints that are not safetensors files hold their tables.
+        let mut tensors = HashMap::new();
+        tensors.insert("emb".to_string(), table);
+        let view = CheckpointView::new(Checkpoint::from_tensors(tensors), DType::F32, &Device::Cpu);
+        assert!(view.stored_rows((rows, cols), "emb").unwrap().is_none());
     }
 }
