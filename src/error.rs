@@ -194,6 +194,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A tower loaded on first use could not be: its loading threads did not start or one panicked.
+    #[error("cannot load the {tower} tower: {reason}")]
+    TowerLoad {
+        /// The tower's name in the checkpoint (`text_model`, `vision_model`).
+        tower: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A Parquet file could not be written (the `parquet` feature's `export::ParquetWriter`).
     #[cfg(feature = "parquet")]
     #[error("cannot write Parquet file {path}: {source}")]

@@ -3,6 +3,7 @@
 //! Mirrors transformers' `AltCLIPModel` (`get_text_features`, `get_image_features`, `forward`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor, D};
 
@@ -12,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::nn::Linear;
 use crate::options::Quantization;
 use crate::text_model::{AltClipTextModel, TextModelOutput, TEXT_PREFIX};
+use crate::tower::OnFirstUse;
 use crate::vision_model::{AltClipVisionModel, VisionModelOutput, VISION_PREFIX};
 use crate::weights::CheckpointView;
 
@@ -46,10 +48,16 @@ pub struct ForwardOptions {
 }
 
 /// The AltCLIP model: text tower, vision tower and the two projections (`AltCLIPModel`).
+///
+/// Each tower loads the first time it is used (the first text, the first image), and only then: a job that embeds
+/// only images never loads the text tower. [`AltClipModel::load_towers`] loads both at once, to have a bad
+/// checkpoint's errors (a missing or misshapen tensor) and the loading time up front. Clones share the towers.
 #[derive(Debug, Clone)]
 pub struct AltClipModel {
-    text_model: AltClipTextModel,
-    vision_model: AltClipVisionModel,
+    text_model: Arc<OnFirstUse<AltClipTextModel>>,
+    vision_model: Arc<OnFirstUse<AltClipVisionModel>>,
+    device: Device,
+    dtype: DType,
     text_projection: Linear,
     visual_projection: Linear,
     logit_scale: Tensor,
@@ -58,18 +66,16 @@ pub struct AltClipModel {
 
 impl AltClipModel {
     /// Builds the model from weights rooted at a full checkpoint (`text_model.*`, `vision_model.*`,
-    /// `text_projection.weight`, `visual_projection.weight`, `logit_scale`).
+    /// `text_projection.weight`, `visual_projection.weight`, `logit_scale`). The towers load on first use (see
+    /// [`AltClipModel`]); the projections and `logit_scale` load now.
     pub fn new(cfg: &AltClipConfig, w: &CheckpointView) -> Result<Self> {
         cfg.validate()?;
         let p = cfg.projection_dim;
-        // Both towers load at once (each loads its layers in parallel too: see `tower::load_layers`).
-        let (text_model, vision_model) = rayon::join(
-            || AltClipTextModel::new(&cfg.text_config, &w.pp(TEXT_PREFIX)),
-            || AltClipVisionModel::new(&cfg.vision_config, &w.pp(VISION_PREFIX)),
-        );
         Ok(Self {
-            text_model: text_model?,
-            vision_model: vision_model?,
+            text_model: Arc::new(OnFirstUse::new(cfg.text_config.clone(), w.pp(TEXT_PREFIX))),
+            vision_model: Arc::new(OnFirstUse::new(cfg.vision_config.clone(), w.pp(VISION_PREFIX))),
+            device: w.device().clone(),
+            dtype: w.dtype(),
             text_projection: Linear::load_no_bias(&w.pp("text_projection"), cfg.text_config.project_dim, p)?,
             visual_projection: Linear::load_no_bias(&w.pp("visual_projection"), cfg.vision_config.hidden_size, p)?,
             logit_scale: w.get_f32((), "logit_scale")?,
@@ -103,24 +109,32 @@ impl AltClipModel {
         &self.config
     }
 
-    /// The text tower.
-    pub fn text_model(&self) -> &AltClipTextModel {
-        &self.text_model
+    /// The text tower, loaded now if it is not yet.
+    pub fn text_model(&self) -> Result<&AltClipTextModel> {
+        self.text_model.get()
     }
 
-    /// The vision tower.
-    pub fn vision_model(&self) -> &AltClipVisionModel {
-        &self.vision_model
+    /// The vision tower, loaded now if it is not yet.
+    pub fn vision_model(&self) -> Result<&AltClipVisionModel> {
+        self.vision_model.get()
+    }
+
+    /// Loads both towers now if they are not yet (each otherwise loads on its first use): a server that wants a
+    /// bad checkpoint's errors and the loading time at start-up calls this once.
+    pub fn load_towers(&self) -> Result<()> {
+        self.text_model.get()?;
+        self.vision_model.get()?;
+        Ok(())
     }
 
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
-        self.text_model.device()
+        &self.device
     }
 
     /// The dtype of the weights and activations.
     pub fn dtype(&self) -> DType {
-        self.text_model.dtype()
+        self.dtype
     }
 
     /// `exp(logit_scale)` as stored in the checkpoint.
@@ -146,14 +160,18 @@ impl AltClipModel {
     ///
     /// This does not check speed; [`Quantization::check_speed`] says where a format runs slower than f32, and
     /// [`AltClip`](crate::AltClip) refuses those.
+    ///
+    /// Both towers load first if they are not yet: [`AltClipModel::from_dir_quantized`] loads each quantized.
     pub fn quantize(&mut self, quantization: Quantization) -> Result<usize> {
-        Ok(self.text_model.quantize(quantization)? + self.vision_model.quantize(quantization)?)
+        let text = OnFirstUse::with_mut(&mut self.text_model, |t| t.quantize(quantization))?;
+        let vision = OnFirstUse::with_mut(&mut self.vision_model, |v| v.quantize(quantization))?;
+        Ok(text + vision)
     }
 
     /// Projected (not normalised) text features: `text_projection(token 0 of the text tower's output)`,
     /// (batch, projection_dim).
     pub fn get_text_features(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
-        let out = self.text_model.forward(input_ids, attention_mask, false)?;
+        let out = self.text_model()?.forward(input_ids, attention_mask, false)?;
         self.text_projection.forward(&out.pooler_output)
     }
 
@@ -211,7 +229,7 @@ impl AltClipModel {
     /// Projected (not normalised) image features: `visual_projection(pooled output)`, (batch, projection_dim).
     pub fn get_image_features(&self, pixel_values: &Tensor, interpolate_pos_encoding: bool) -> Result<Tensor> {
         let out = self
-            .vision_model
+            .vision_model()?
             .forward(pixel_values, interpolate_pos_encoding, false)?;
         self.visual_projection.forward(&out.pooler_output)
     }
@@ -224,13 +242,13 @@ impl AltClipModel {
         attention_mask: Option<&Tensor>,
         options: ForwardOptions,
     ) -> Result<AltClipOutput> {
-        let vision = self.vision_model.forward(
+        let vision = self.vision_model()?.forward(
             pixel_values,
             options.interpolate_pos_encoding,
             options.output_hidden_states,
         )?;
         let text = self
-            .text_model
+            .text_model()?
             .forward(input_ids, attention_mask, options.output_hidden_states)?;
         let image_embeds = l2_normalize(&self.visual_projection.forward(&vision.pooler_output)?)?;
         let text_embeds = l2_normalize(&self.text_projection.forward(&text.pooler_output)?)?;

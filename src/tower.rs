@@ -2,11 +2,12 @@
 //! directory, and quantizing their encoder layers' projections.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{DType, Device};
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::nn::Linear;
 use crate::options::Quantization;
 use crate::weights::CheckpointView;
@@ -82,4 +83,109 @@ pub(crate) fn load_layers<L: EncoderLayer>(
             Ok(layer)
         })
         .collect()
+}
+
+/// A tower loaded the first time it is used, as transformers' memory-mapped weights are in effect: loading the
+/// model reads only what every call needs, the first text loads the text tower and the first image the vision
+/// tower, and a job that uses one tower never loads the other (BAAI/AltCLIP: 1.2 GB each in f32). A missing or
+/// misshapen tensor is reported by that first use ([`crate::AltClipModel::load_towers`] loads both now).
+pub(crate) struct OnFirstUse<T: Tower> {
+    tower: OnceLock<T>,
+    /// Held while one thread loads: the others wait for its tower instead of loading their own.
+    loading: Mutex<()>,
+    cfg: T::Config,
+    w: CheckpointView,
+}
+
+impl<T: Tower> OnFirstUse<T>
+where
+    T: Send + Sync,
+    T::Config: Sync,
+{
+    /// A tower to build with [`Tower::build`] from `w` on first use.
+    pub(crate) fn new(cfg: T::Config, w: CheckpointView) -> Self {
+        Self {
+            tower: OnceLock::new(),
+            loading: Mutex::new(()),
+            cfg,
+            w,
+        }
+    }
+
+    /// The tower, loaded by this call if no call has yet.
+    pub(crate) fn get(&self) -> Result<&T> {
+        if let Some(tower) = self.tower.get() {
+            return Ok(tower);
+        }
+        // A panic elsewhere while loading left nothing half-built behind: `tower` is still empty.
+        let _loading = self.loading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(tower) = self.tower.get() {
+            return Ok(tower);
+        }
+        let tower = self.load()?;
+        Ok(self.tower.get_or_init(|| tower))
+    }
+
+    /// Runs `f` on the tower (loaded first if it is not yet), copying it first if a clone of the model shares it.
+    pub(crate) fn with_mut<R>(this: &mut Arc<Self>, f: impl FnOnce(&mut T) -> Result<R>) -> Result<R>
+    where
+        T: Clone,
+        T::Config: Clone,
+    {
+        let this = Arc::make_mut(this);
+        let mut tower = match this.tower.take() {
+            Some(tower) => tower,
+            None => this.load()?,
+        };
+        let result = f(&mut tower);
+        this.tower = OnceLock::from(tower);
+        result
+    }
+
+    /// Builds the tower on a thread of its own, its layers on a pool of their own. The first use may come from a
+    /// rayon worker (a caller's `par_iter`): loading there would wait on rayon jobs while able to steal one of
+    /// the caller's, whose own first use then waits on `loading` held by this same thread; and other workers
+    /// waiting on `loading` could leave the global pool no thread to run the load's jobs.
+    fn load(&self) -> Result<T> {
+        let failed = |reason: String| Error::TowerLoad {
+            tower: T::PREFIX,
+            reason,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(|i| format!("altclip-load-{i}"))
+            .build()
+            .map_err(|e| failed(format!("cannot start the loading threads: {e}")))?;
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("altclip-load".into())
+                .spawn_scoped(scope, || pool.install(|| T::build(&self.cfg, &self.w)))
+                .map_err(|e| failed(format!("cannot start the loading thread: {e}")))?
+                .join()
+                .map_err(|_| failed("the loading thread panicked".into()))?
+        })
+    }
+}
+
+impl<T: Tower + Clone> Clone for OnFirstUse<T>
+where
+    T::Config: Clone,
+{
+    fn clone(&self) -> Self {
+        Self {
+            tower: self.tower.clone(),
+            loading: Mutex::new(()),
+            cfg: self.cfg.clone(),
+            w: self.w.clone(),
+        }
+    }
+}
+
+impl<T: Tower + std::fmt::Debug> std::fmt::Debug for OnFirstUse<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.tower.get() {
+            Some(tower) => tower.fmt(f),
+            None => write!(f, "{} (loaded on first use from {:?})", T::PREFIX, self.w.checkpoint()),
+        }
+    }
 }

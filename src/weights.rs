@@ -24,7 +24,7 @@ enum Source {
 /// Safetensors files are not memory-mapped: each tensor is read with one positioned read straight into the buffer
 /// the model keeps, so a loaded model holds the weights once (a mapping would keep every touched page of the file
 /// resident beside the copy: peak RSS twice the file); the text tower's token table is not loaded at all, its
-/// rows are read as tokens are looked up ([`StoredRows`]). Reads may come from several threads at once: the
+/// rows are read as tokens are looked up (`StoredRows`). Reads may come from several threads at once: the
 /// towers load their layers in parallel.
 pub struct Checkpoint {
     source: Source,

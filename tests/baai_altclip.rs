@@ -56,7 +56,12 @@ fn interpolated_vision_hidden_state_at_180px_matches_transformers() {
         .preprocess(&[ImageInput::Path(&image)], &Device::Cpu, DType::F32)
         .unwrap();
     assert_eq!(pixels.dims(), [1, 3, 180, 180]);
-    let out = clip.model().vision_model().forward(&pixels, true, false).unwrap();
+    let out = clip
+        .model()
+        .vision_model()
+        .unwrap()
+        .forward(&pixels, true, false)
+        .unwrap();
     assert_eq!(out.last_hidden_state.dims(), [1, 145, 1024]);
     let slice: Vec<Vec<f32>> = out.last_hidden_state.i((0, ..3, ..3)).unwrap().to_vec2().unwrap();
     #[allow(clippy::approx_constant)] // transformers' published values, not 1/√2

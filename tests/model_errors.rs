@@ -151,6 +151,8 @@ fn write_edited(dir: &Path, edit: impl FnOnce(&mut std::collections::HashMap<Str
     copy_config(dir);
 }
 
+/// A tower's tensors are read when it loads, on first use or with `load_towers`: a bad one is reported there,
+/// naming the tensor, and the other tower still works.
 #[test]
 fn wrong_shape_missing_tensor_and_wrong_dtype_are_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -158,23 +160,37 @@ fn wrong_shape_missing_tensor_and_wrong_dtype_are_named() {
     write_edited(dir.path(), |t| {
         t.insert(name.into(), Tensor::zeros((60, 35), DType::F32, &Device::Cpu).unwrap());
     });
-    match AltClipModel::from_dir(dir.path(), DType::F32, &device()).unwrap_err() {
-        Error::TensorShape { name: n, expected, got } => {
-            assert_eq!(n, name);
-            assert_eq!((expected, got), (vec![60, 36], vec![60, 35]));
+    let model = AltClipModel::from_dir(dir.path(), DType::F32, &device()).unwrap();
+    let pixels = Tensor::zeros((1, 3, 30, 30), DType::F32, &device()).unwrap();
+    for err in [
+        model.load_towers().unwrap_err(),
+        model.get_image_features(&pixels, false).unwrap_err(),
+    ] {
+        match err {
+            Error::TensorShape { name: n, expected, got } => {
+                assert_eq!(n, name);
+                assert_eq!((expected, got), (vec![60, 36], vec![60, 35]));
+            }
+            other => panic!("unexpected {other}"),
         }
-        other => panic!("unexpected {other}"),
     }
+    let ids = Tensor::new(&[[0u32, 5, 2]], &device()).unwrap();
+    let text = model.get_text_features(&ids, None).unwrap();
+    assert_eq!(text.dims(), [1, 24]);
+    assert!(text.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
 
     let name = "text_model.pre_LN.bias";
     write_edited(dir.path(), |t| {
         t.remove(name);
     });
-    match AltClipModel::from_dir(dir.path(), DType::F32, &device()).unwrap_err() {
+    let model = AltClipModel::from_dir(dir.path(), DType::F32, &device()).unwrap();
+    match model.get_text_features(&ids, None).unwrap_err() {
         Error::MissingTensor { name: n } => assert_eq!(n, name),
         other => panic!("unexpected {other}"),
     }
+    model.get_image_features(&pixels, false).unwrap();
 
+    // What every call needs is read when the model is built.
     write_edited(dir.path(), |t| {
         t.insert("logit_scale".into(), Tensor::new(3u32, &Device::Cpu).unwrap());
     });

@@ -120,7 +120,7 @@ fn interpolated_position_embeddings_match_torch_bicubic() {
     let model = load("st", DType::F32);
     let pixels = input(&e, "pixel_values_interp");
     assert_eq!(pixels.dims(), [2, 3, 44, 32]);
-    let out = model.vision_model().forward(&pixels, true, false).unwrap();
+    let out = model.vision_model().unwrap().forward(&pixels, true, false).unwrap();
     assert_close(
         "interp_last_hidden_state",
         &out.last_hidden_state,
@@ -216,7 +216,7 @@ fn padding_side_does_not_change_position_ids() {
     let left_mask = Tensor::new(&[[0u32, 0, 1, 1, 1, 1]], &dev).unwrap();
     let right = Tensor::new(&[[0u32, 8, 121, 2, 1, 1]], &dev).unwrap();
     let right_mask = Tensor::new(&[[1u32, 1, 1, 1, 0, 0]], &dev).unwrap();
-    let text = model.text_model();
+    let text = model.text_model().unwrap();
     let a = text.forward(&left, Some(&left_mask), false).unwrap().last_hidden_state;
     let b = text
         .forward(&right, Some(&right_mask), false)

@@ -128,3 +128,45 @@ fn concurrent_embeddings_are_bit_identical_to_sequential() {
         .iter()
         .any(|(_, rows)| rows.iter().flatten().any(|&b| b != 0)));
 }
+
+/// The towers load on first use, and that may come from rayon workers at once (a caller's `par_iter`): one call
+/// loads each tower, the others wait for it, none deadlocks (a load run on the calling worker could steal a
+/// caller's job that then waits on the load in progress), and every call gives what an eagerly loaded model gives.
+#[test]
+fn first_use_from_rayon_workers_loads_each_tower_once() {
+    use rayon::prelude::*;
+    let dir = fixture("tiny/st");
+    let dev = common::device();
+    let eager = AltClipModel::from_dir(&dir, candle_core::DType::F32, &dev).unwrap();
+    eager.load_towers().unwrap();
+    let ids = candle_core::Tensor::new(&[[0u32, 9, 17, 2]], &dev).unwrap();
+    let pixels = candle_core::Tensor::rand(0f32, 1f32, (1, 3, 30, 30), &dev).unwrap();
+    let flat =
+        |t: altclip::Result<candle_core::Tensor>| -> Vec<f32> { t.unwrap().flatten_all().unwrap().to_vec1().unwrap() };
+    let want_text = flat(eager.get_text_features(&ids, None));
+    let want_image = flat(eager.get_image_features(&pixels, false));
+    for threads in [1, 2, 4, 2, 4, 2, 4, 2, 4] {
+        let lazy = AltClipModel::from_dir(&dir, candle_core::DType::F32, &dev).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let got: Vec<(bool, Vec<f32>)> = pool.install(|| {
+            (0..64)
+                .into_par_iter()
+                .map(|i| {
+                    let features = if i % 2 == 0 {
+                        lazy.get_text_features(&ids, None)
+                    } else {
+                        lazy.get_image_features(&pixels, false)
+                    };
+                    (i % 2 == 0, flat(features))
+                })
+                .collect()
+        });
+        for (is_text, features) in got {
+            assert_eq!(
+                &features,
+                if is_text { &want_text } else { &want_image },
+                "{threads} threads"
+            );
+        }
+    }
+}

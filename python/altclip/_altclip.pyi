@@ -45,6 +45,8 @@ class Embedder:
         self, image_embeds: npt.NDArray[np.float32], text_embeds: npt.NDArray[np.float32]
     ) -> npt.NDArray[np.float32]:
         """``exp(logit_scale) * image_embeds @ text_embeds.T``, shape (N_img, N_txt)."""
+    def load_towers(self) -> None:
+        """Loads both towers now (each otherwise loads on its first use); a bad checkpoint raises here."""
     @property
     def dim(self) -> int:
         """Width of the embeddings."""

@@ -41,6 +41,7 @@ pub fn to_py_err(e: &Error) -> PyErr {
         | Error::Tokenizer { .. }
         | Error::Hub { .. }
         | Error::Device { .. }
+        | Error::TowerLoad { .. }
         | Error::Candle(_) => AltClipError::new_err(msg),
         // `Error` is non-exhaustive: a variant added later is the base class until mapped here.
         _ => AltClipError::new_err(msg),

@@ -118,6 +118,13 @@ impl Embedder {
         to_array(py, rows)
     }
 
+    /// Loads both towers now. Each otherwise loads on its first use (the first images load the vision tower, the
+    /// first texts the text tower), so a worker that embeds only images never loads the text tower; call this to
+    /// have a bad checkpoint raise, and the loading time spent, before the first batch.
+    fn load_towers(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.clip.model().load_towers()).map_err(|e| to_py_err(&e))
+    }
+
     /// Width of the embeddings (the model's ``projection_dim``).
     #[getter]
     fn dim(&self) -> usize {

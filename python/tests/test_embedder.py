@@ -147,6 +147,26 @@ def test_missing_model_dir_is_file_not_found(tmp_path):
     assert info.value.errno == errno.ENOENT
 
 
+def test_towers_load_on_first_use(tmp_path, expected):
+    """A checkpoint whose vision tower lacks a tensor loads and embeds texts; the first images and load_towers()
+    raise, naming the tensor."""
+    for f in MODEL_DIR.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    weights = tmp_path / "model.safetensors"
+    name = b"vision_model.encoder.layer.0.mlp.fc1.bias"
+    data = weights.read_bytes()
+    assert data.count(b'"' + name + b'"') == 1
+    # Renamed in the header, same length: the file stays valid and the tower misses the tensor.
+    weights.write_bytes(data.replace(b'"' + name + b'"', b'"' + name[:-1] + b'X"'))
+    embedder = altclip.Embedder(str(tmp_path))
+    texts = embedder.embed_texts(expected["texts"])
+    assert max_diff(texts, expected["text_embeds"]) < 1e-5
+    for call in (lambda: embedder.embed_images([str(CAT)]), embedder.load_towers):
+        with pytest.raises(altclip.AltClipError, match=name.decode()):
+            call()
+    altclip.Embedder(str(MODEL_DIR)).load_towers()
+
+
 @pytest.mark.parametrize(
     "kwargs, what",
     [({"device": "tpu"}, "device"), ({"dtype": "f8"}, "dtype"), ({"quantize": "q3"}, "quantization")],
