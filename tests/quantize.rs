@@ -48,7 +48,8 @@ fn view(tensors: HashMap<String, Tensor>) -> CheckpointView {
 fn random_tensors(cfg: &AltClipConfig) -> HashMap<String, Tensor> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for _ in 0..10_000 {
-        match AltClipModel::new(cfg, &view(tensors.clone())) {
+        // The towers load on first use: load both, so that their tensors are asked for too.
+        match AltClipModel::new(cfg, &view(tensors.clone())).and_then(|m| m.load_towers().map(|()| m)) {
             Ok(_) => return tensors,
             Err(Error::MissingTensor { name }) => {
                 tensors.insert(name, Tensor::zeros(7, DType::F32, &Device::Cpu).unwrap());
