@@ -162,7 +162,8 @@ def test_towers_load_on_first_use(tmp_path, expected):
     texts = embedder.embed_texts(expected["texts"])
     assert max_diff(texts, expected["text_embeds"]) < 1e-5
     for call in (lambda: embedder.embed_images([str(CAT)]), embedder.load_towers):
-        with pytest.raises(altclip.AltClipError, match=name.decode()):
+        # The error names the tensor as the hub's checkpoints do (`layers`); this file writes transformers 5's `layer`.
+        with pytest.raises(altclip.AltClipError, match=r"vision_model\.encoder\.layers?\.0\.mlp\.fc1\.bias"):
             call()
     altclip.Embedder(str(MODEL_DIR)).load_towers()
 
