@@ -149,7 +149,9 @@ impl AltClipModel {
     /// - [`Quantization::Int8`]: dynamic int8 (per-channel int8 weights, input rows quantized on the fly, i32
     ///   accumulation) on AMX tiles, AVX-512 VNNI (the crate's kernels) or `rten-gemm`'s AVX2 kernels, whichever
     ///   the CPU has, all with the same values; CPU and f32 models only. Faster than f32 where the
-    ///   CPU has integer dot products (see BENCHMARKS.md), and a quarter of the weight memory. The token table is
+    ///   CPU has integer dot products (see BENCHMARKS.md), and a quarter of the weight memory. Where its integer
+    ///   dot product is slow (AMD Zen 1/2, Intel Haswell/Broadwell), weight-only: the same int8 weights through the
+    ///   f32 kernel, at f32 speed and with f32 activations. The token table is
     ///   read from a safetensors checkpoint as tokens are looked up (never held); one loaded whole (a PyTorch
     ///   `.bin`, in-memory tensors) is kept in f16 (half its memory).
     ///

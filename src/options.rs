@@ -242,7 +242,10 @@ pub fn parse_dtype(spec: &str) -> Result<DType> {
 pub enum Quantization {
     /// Dynamic int8, as PyTorch's `quantize_dynamic` and ONNX Runtime's `MatMulInteger`: symmetric int8 weights
     /// per output channel, packed once; each GEMM's input rows quantized to u8 on the fly; i32 accumulation;
-    /// dequantize and bias in f32. CPU, f32 models only.
+    /// dequantize and bias in f32. CPU, f32 models only. On AVX2 CPUs whose integer dot product is no faster than
+    /// their f32 FMA (AMD Zen 1/2, Intel Haswell/Broadwell), the same int8 weights run weight-only instead: the f32
+    /// kernel over them, dequantized as it goes, so int8 never runs slower than f32 (chosen by CPU model, never by
+    /// timing; see BENCHMARKS.md).
     Int8,
     /// A GGML block format through candle's quantized matmul (e.g. `GgmlDType::Q8_0`, `GgmlDType::Q4K`).
     Ggml(GgmlDType),

@@ -3,7 +3,8 @@
 //! and the OS grants it ([`super::amx`]), else the crate's `vpdpbusd` kernel on AVX-512 VNNI ([`super::vnni`]), else
 //! `rten-gemm`'s (`vpmaddubsw` + `vpmaddwd` on AVX2); each call quantizes the input rows to u8 (asymmetric, per
 //! row), accumulates in i32 and dequantizes to f32, bias and activation fused as after the f32 GEMM
-//! ([`super::bias_act::Epilogue`]).
+//! ([`super::bias_act::Epilogue`]). On AVX2 CPUs whose integer dot product is no faster than their f32 FMA, the
+//! same codes run weight-only through the f32 kernel instead ([`PackedCodes`]).
 
 use std::mem::MaybeUninit;
 
@@ -18,9 +19,10 @@ use super::bias_act::{Epilogue, Fused};
 use super::math::{lane_max_of, lane_min_max, round_clamped};
 #[cfg(target_arch = "x86_64")]
 use super::packed::Output;
+use super::packed::PackedCodes;
 #[cfg(target_arch = "x86_64")]
 use super::vnni::{self, CodePanels, Vnni};
-use super::{contiguous, with_host_f32, Isa, Param};
+use super::{contiguous, with_host_f32, Isa, Level, Param};
 use crate::config::Activation;
 use crate::error::{Error, Result};
 
@@ -40,9 +42,10 @@ pub(crate) struct Int8Weight {
     input_max: f32,
 }
 
-/// The integer GEMM a weight is packed for.
+/// The integer GEMM a weight is packed for, or the f32 kernel over its codes.
 enum Packing {
     Rten(PackedBMatrix<i8>),
+    WeightOnly(PackedCodes),
     #[cfg(target_arch = "x86_64")]
     Vnni(CodePanels, Vnni),
     #[cfg(target_arch = "x86_64")]
@@ -53,6 +56,8 @@ enum Packing {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
     Rten,
+    /// The f32 kernel over codes dequantized as it goes, compiled for this instruction set.
+    WeightOnly(Isa),
     #[cfg(target_arch = "x86_64")]
     Vnni(Vnni),
     #[cfg(target_arch = "x86_64")]
@@ -61,7 +66,9 @@ enum Backend {
 
 impl Backend {
     /// AMX where it may run (16× VNNI's products per instruction), else the crate's AVX-512 VNNI kernel (1.3-1.5×
-    /// rten-gemm's whole op on the towers' shapes, Xeon Emerald Rapids), else `rten-gemm`.
+    /// rten-gemm's whole op on the towers' shapes, Xeon Emerald Rapids), else weight-only where the CPU's integer
+    /// dot product is slow ([`slow_integer_dot`]) and the f32 kernel runs, else `rten-gemm`. Chosen by CPU
+    /// features only, never by timing, so that a machine always gives the same embeddings.
     fn best() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
@@ -72,7 +79,44 @@ impl Backend {
                 return Self::Vnni(vnni);
             }
         }
+        let isa = Isa::best();
+        if isa.level() != Level::Baseline && slow_integer_dot() {
+            return Self::WeightOnly(isa);
+        }
         Self::Rten
+    }
+}
+
+/// Whether this CPU's AVX2 integer dot product (`vpmaddubsw` + `vpmaddwd`) is no faster than its f32 FMA, so that
+/// dynamic int8 would run slower than f32 ([`slow_integer_dot_on`]). `false` off x86-64.
+fn slow_integer_dot() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let cpuid = raw_cpuid::CpuId::new();
+        match (cpuid.get_vendor_info(), cpuid.get_feature_info()) {
+            (Some(vendor), Some(version)) => {
+                slow_integer_dot_on(vendor.as_str(), version.family_id(), version.model_id())
+            }
+            _ => false,
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// [`slow_integer_dot`] for a CPUID vendor string, family and model: one vector integer multiply per cycle against
+/// two FMAs. Measured on an AMD family 23 (Zen 2 class: int8 vision 1.1-1.2× *slower* than f32, BENCHMARKS.md);
+/// AMD and Hygon families up to 0x18 (Zen 1/2, Dhyana), and Intel Haswell and Broadwell, whose `vpmaddubsw` issues
+/// on one port (uops.info), are taken to be so. AMD Zen 3 and later, Intel Skylake and later issue it on two.
+fn slow_integer_dot_on(vendor: &str, family: u8, model: u8) -> bool {
+    // Intel family 6 models: Haswell (3C, 3F, 45, 46), Broadwell (3D, 47, 4F, 56).
+    const HASWELL_BROADWELL: [u8; 8] = [0x3C, 0x3F, 0x45, 0x46, 0x3D, 0x47, 0x4F, 0x56];
+    match vendor {
+        "AuthenticAMD" | "HygonGenuine" => family <= 0x18,
+        "GenuineIntel" => family == 6 && HASWELL_BROADWELL.contains(&model),
+        _ => false,
     }
 }
 
@@ -85,6 +129,7 @@ impl std::fmt::Debug for Int8Weight {
             self.in_dim,
             match self.packing {
                 Packing::Rten(_) => "rten-gemm",
+                Packing::WeightOnly(_) => "weight-only, f32 kernel",
                 #[cfg(target_arch = "x86_64")]
                 Packing::Vnni(..) => "AVX-512 VNNI",
                 #[cfg(target_arch = "x86_64")]
@@ -141,6 +186,8 @@ impl Int8Weight {
             Backend::Amx(granted) => (Packing::Amx(CodePanels::pack(&q, (out_dim, in_dim)), granted), 255.0),
             #[cfg(target_arch = "x86_64")]
             Backend::Vnni(vnni) => (Packing::Vnni(CodePanels::pack(&q, (out_dim, in_dim)), vnni), 255.0),
+            // The inputs stay f32: no input codes.
+            Backend::WeightOnly(isa) => (Packing::WeightOnly(PackedCodes::pack(&q, &scales, in_dim, isa)), 255.0),
             Backend::Rten => {
                 // Wᵀ (in, out) as a strided view of the (out, in) rows: packing reads it without a transposed copy.
                 let b = NdTensorView::from_data_with_strides([in_dim, out_dim], &q[..], [1, in_dim])
@@ -308,6 +355,7 @@ impl Int8MatMul<'_> {
     fn run(&self, x: &[f32]) -> std::result::Result<Vec<f32>, rten_gemm::GemmError> {
         match &self.weight.packing {
             Packing::Rten(packed) => self.run_rten(x, packed),
+            Packing::WeightOnly(codes) => Ok(codes.matmul(x, self.epilogue, self.isa)),
             #[cfg(target_arch = "x86_64")]
             Packing::Vnni(panels, vnni) => Ok(self.run_panels(x, panels, vnni::MR, |codes, rows, dq| {
                 vnni::matmul(codes, rows, panels, dq, *vnni)
@@ -503,9 +551,71 @@ mod tests {
         println!("int8 AVX-512 VNNI: skipped, not an x86-64 CPU");
     }
 
-    /// Every integer GEMM this CPU can run.
+    #[test]
+    fn integer_dot_products_are_slow_on_zen_2_and_haswell_only() {
+        let cpus = [
+            ("AuthenticAMD", 0x17, 0x31, true, "Zen 2"),
+            ("AuthenticAMD", 0x17, 0x01, true, "Zen 1"),
+            ("HygonGenuine", 0x18, 0x00, true, "Dhyana"),
+            ("AuthenticAMD", 0x19, 0x01, false, "Zen 3"),
+            ("AuthenticAMD", 0x19, 0x11, false, "Zen 4"),
+            ("AuthenticAMD", 0x1A, 0x02, false, "Zen 5"),
+            ("GenuineIntel", 6, 0x3F, true, "Haswell-EP"),
+            ("GenuineIntel", 6, 0x4F, true, "Broadwell-EP"),
+            ("GenuineIntel", 6, 0x55, false, "Skylake-SP"),
+            ("GenuineIntel", 6, 0x8F, false, "Sapphire Rapids"),
+            ("CentaurHauls", 6, 0x0F, false, "unknown vendor"),
+        ];
+        for (vendor, family, model, slow, what) in cpus {
+            assert_eq!(slow_integer_dot_on(vendor, family, model), slow, "{what}");
+        }
+        let best = Backend::best();
+        println!(
+            "this CPU: slow integer dot {}, int8 backend {best:?}",
+            slow_integer_dot()
+        );
+        // No CPU with a slow integer dot product has VNNI or AMX.
+        if slow_integer_dot() && Isa::best().level() != Level::Baseline {
+            assert!(matches!(best, Backend::WeightOnly(_)), "{best:?}");
+        }
+    }
+
+    #[test]
+    fn weight_only_is_the_f32_product_of_the_dequantized_weights() {
+        // Depths over one KC pass, widths off the tiles, a zero row.
+        for (rows, k, n) in [(3, 5, 7), (17, 300, 33), (9, 1024, 70)] {
+            let w = wave((n, k), 0.05, 0.3, 0.0);
+            let mut xv = values(&wave((rows, k), 2.0, 1.1, 0.3));
+            xv[..k].fill(0.0);
+            let wv = values(&w);
+            let mut codes = vec![0i8; n * k];
+            for (q, row) in codes.chunks_mut(k).zip(wv.chunks(k)) {
+                quantize_weight_row(row, q);
+            }
+            for_each_isa("int8 weight-only", |isa| {
+                if isa.level() == Level::Baseline {
+                    return;
+                }
+                let weight = Int8Weight::quantize_for(&w, Backend::WeightOnly(isa)).unwrap();
+                let exact = reference(&xv, rows, k, &weight.dequantized(&codes), n);
+                let full = reference(&xv, rows, k, &wv, n);
+                let scale = full.iter().fold(0f64, |m, v| m.max(v.abs()));
+                let got = plain(&weight, isa).run(&xv).unwrap();
+                for (i, ((g, e), f)) in got.iter().zip(&exact).zip(&full).enumerate() {
+                    let at = format!("{isa:?} {rows}x{k}x{n} [{i}]");
+                    assert!((f64::from(*g) - e).abs() <= 1e-5 * (1.0 + e.abs()), "{at}: {g} vs {e}");
+                    // Only the weights are rounded: closer to f32 than dynamic int8 (2e-2 above).
+                    assert!((f64::from(*g) - f).abs() <= 1e-2 * scale, "{at}: {g} vs f32 {f}");
+                }
+                assert!(got[..n].iter().all(|&v| v == 0.0), "a zero row gives zeros");
+            });
+        }
+    }
+
+    /// Every int8 GEMM this CPU can run.
     fn backends() -> Vec<Backend> {
         let mut all = vec![Backend::Rten];
+        all.extend(Isa::new(Level::Avx2Fma).map(Backend::WeightOnly));
         #[cfg(target_arch = "x86_64")]
         {
             all.extend(Vnni::check().map(Backend::Vnni));
