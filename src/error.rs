@@ -56,8 +56,9 @@ pub enum Error {
         reason: String,
     },
 
-    /// A tensor the model needs is absent from the checkpoint.
-    #[error("tensor `{name}` is missing from the checkpoint")]
+    /// A tensor the model needs is absent from the checkpoint, under either layer-naming scheme: the message
+    /// names both (`encoder.layers.N` as the hub's checkpoints write it, `encoder.layer.N` as transformers 5 does).
+    #[error("tensor `{name}` is missing from the checkpoint{}", scheme_twin_note(name))]
     MissingTensor {
         /// Full tensor name (as looked up, before scheme fall-backs).
         name: String,
@@ -217,6 +218,11 @@ pub enum Error {
     /// An error from the candle tensor library.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+/// [`Error::MissingTensor`]'s note on the other naming scheme's name, where the name has one.
+fn scheme_twin_note(name: &str) -> String {
+    crate::weights::layer_scheme_twin(name).map_or_else(String::new, |twin| format!(" (nor as `{twin}`)"))
 }
 
 impl Error {

@@ -104,6 +104,18 @@ pub fn shards_from_index(index: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// `name` in the other layer-naming scheme (`encoder.layers.N` ↔ `encoder.layer.N`), where it has a layer
+/// index: what [`Checkpoint`] also looks for, and what [`Error::MissingTensor`] names beside `name`.
+pub(crate) fn layer_scheme_twin(name: &str) -> Option<String> {
+    if name.contains(".encoder.layers.") {
+        Some(name.replacen(".encoder.layers.", ".encoder.layer.", 1))
+    } else if name.contains(".encoder.layer.") {
+        Some(name.replacen(".encoder.layer.", ".encoder.layers.", 1))
+    } else {
+        None
+    }
+}
+
 impl Checkpoint {
     /// Opens the weights found in a model directory (see [`CheckpointFiles::find`]).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
@@ -200,13 +212,7 @@ impl Checkpoint {
         if self.info(name).is_some() {
             return Some(name.to_string());
         }
-        let twin = if name.contains(".encoder.layers.") {
-            name.replacen(".encoder.layers.", ".encoder.layer.", 1)
-        } else if name.contains(".encoder.layer.") {
-            name.replacen(".encoder.layer.", ".encoder.layers.", 1)
-        } else {
-            return None;
-        };
+        let twin = layer_scheme_twin(name)?;
         self.info(&twin).is_some().then_some(twin)
     }
 

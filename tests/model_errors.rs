@@ -151,6 +151,25 @@ fn write_edited(dir: &Path, edit: impl FnOnce(&mut std::collections::HashMap<Str
     copy_config(dir);
 }
 
+/// A missing layer tensor is named in both layer-naming schemes, since the loader looked for both.
+#[test]
+fn a_missing_layer_tensor_is_named_in_both_schemes() {
+    let dir = tempfile::tempdir().unwrap();
+    // The fixture is written by transformers 5 (`encoder.layer.N`); the model asks for the hub's name first.
+    let stored = "vision_model.encoder.layer.1.mlp.fc1.weight";
+    write_edited(dir.path(), |t| {
+        assert!(t.remove(stored).is_some(), "the fixture holds {stored}");
+    });
+    let model = AltClipModel::from_dir(dir.path(), DType::F32, &device()).unwrap();
+    let err = model.load_towers().unwrap_err();
+    let hub = "vision_model.encoder.layers.1.mlp.fc1.weight";
+    assert!(matches!(&err, Error::MissingTensor { name } if name == hub), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("tensor `{hub}` is missing from the checkpoint (nor as `{stored}`)")
+    );
+}
+
 /// A tower's tensors are read when it loads, on first use or with `load_towers`: a bad one is reported there,
 /// naming the tensor, and the other tower still works.
 #[test]
@@ -188,6 +207,11 @@ fn wrong_shape_missing_tensor_and_wrong_dtype_are_named() {
         Error::MissingTensor { name: n } => assert_eq!(n, name),
         other => panic!("unexpected {other}"),
     }
+    assert_eq!(
+        model.get_text_features(&ids, None).unwrap_err().to_string(),
+        format!("tensor `{name}` is missing from the checkpoint"),
+        "a name outside the layers has no other scheme to name"
+    );
     model.get_image_features(&pixels, false).unwrap();
 
     // What every call needs is read when the model is built.
