@@ -106,9 +106,7 @@ impl TextLayer {
         let eps = cfg.layer_norm_eps;
         let sa = w.pp("attention.self");
         let attention = SelfAttention::new(
-            Linear::load(&sa.pp("query"), h, h)?,
-            Linear::load(&sa.pp("key"), h, h)?,
-            Linear::load(&sa.pp("value"), h, h)?,
+            Linear::load_stacked(&[&sa.pp("query"), &sa.pp("key"), &sa.pp("value")], h, h)?,
             Linear::load(&w.pp("attention.output.dense"), h, h)?,
             cfg.num_attention_heads,
         )?;

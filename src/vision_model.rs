@@ -155,9 +155,7 @@ impl VisionLayer {
         Ok(Self {
             layer_norm1: LayerNorm::load(&w.pp("layer_norm1"), h, eps)?,
             attention: SelfAttention::new(
-                Linear::load(&sa.pp("q_proj"), h, h)?,
-                Linear::load(&sa.pp("k_proj"), h, h)?,
-                Linear::load(&sa.pp("v_proj"), h, h)?,
+                Linear::load_stacked(&[&sa.pp("q_proj"), &sa.pp("k_proj"), &sa.pp("v_proj")], h, h)?,
                 Linear::load(&sa.pp("out_proj"), h, h)?,
                 cfg.num_attention_heads,
             )?,

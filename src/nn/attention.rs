@@ -18,8 +18,8 @@ pub(crate) struct SelfAttention {
 }
 
 impl SelfAttention {
-    /// Builds the layer from separately stored q, k, v and output projections.
-    pub(crate) fn new(q: Linear, k: Linear, v: Linear, out: Linear, num_heads: usize) -> Result<Self> {
+    /// Builds the layer from q, k and v stacked into one projection ([`Linear::load_stacked`]) and the output one.
+    pub(crate) fn new(qkv: Linear, out: Linear, num_heads: usize) -> Result<Self> {
         let hidden = out.out_dim()?;
         if num_heads == 0 || !hidden.is_multiple_of(num_heads) {
             return Err(Error::invalid_argument(
@@ -29,7 +29,7 @@ impl SelfAttention {
         }
         let head_dim = hidden / num_heads;
         Ok(Self {
-            qkv: Linear::fuse(&[q, k, v])?,
+            qkv,
             out,
             num_heads,
             head_dim,

@@ -29,7 +29,7 @@ impl ProjectionWeight {
     /// the packed weight, so that quantizing while loading and after loading give the same model, projections
     /// outside the encoder layers included.
     fn load(view: &CheckpointView, out_dim: usize, in_dim: usize) -> Result<Self> {
-        Ok(match PackedWeight::try_read(view, "weight", (out_dim, in_dim))? {
+        Ok(match PackedWeight::try_read(&[view], "weight", (out_dim, in_dim))? {
             Some(packed) => Self::Packed(Arc::new(packed)),
             None => Self::Dense(view.get((out_dim, in_dim), "weight")?),
         })
@@ -89,6 +89,26 @@ impl Linear {
             weight: ProjectionWeight::load(w, out_dim, in_dim)?,
             bias: None,
         })
+    }
+
+    /// Loads the projections under `parts` (each a `weight` (out, in) and a `bias` (out)) as one, rows stacked in
+    /// order (q, k, v): read straight into one packed weight where the packed kernel serves them
+    /// ([`PackedWeight::try_read`]), else loaded one by one and [`fuse`](Self::fuse)d.
+    pub(crate) fn load_stacked(parts: &[&CheckpointView], in_dim: usize, out_dim: usize) -> Result<Self> {
+        let biases: Vec<Tensor> = parts.iter().map(|w| w.get(out_dim, "bias")).collect::<Result<_>>()?;
+        match PackedWeight::try_read(parts, "weight", (out_dim, in_dim))? {
+            Some(packed) => Ok(Self {
+                weight: ProjectionWeight::Packed(Arc::new(packed)),
+                bias: Some(Param::new(Tensor::cat(&biases, 0)?)?),
+            }),
+            None => {
+                let loaded: Vec<Linear> = parts
+                    .iter()
+                    .map(|w| Self::load(w, in_dim, out_dim))
+                    .collect::<Result<_>>()?;
+                Self::fuse(&loaded)
+            }
+        }
     }
 
     /// Concatenates several projections of the same input into one (rows stacked in order). Only before

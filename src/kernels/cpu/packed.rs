@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::bias_act::{Epilogue, Fused};
-use super::{contiguous, weight_buffer, with_host_f32, Isa, Level, Param};
+use super::{contiguous, weight_buffer_uninit, with_host_f32, Isa, Level, Param};
 use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Kernels};
@@ -49,7 +49,7 @@ impl std::fmt::Debug for PackedWeight {
     }
 }
 
-/// Panels of `width` columns, each `depth` deep, in one zeroed buffer whose used part starts on a cache line.
+/// Panels of `width` columns, each `depth` deep, in one buffer whose used part starts on a cache line.
 struct Panels {
     buffer: Vec<f32>,
     start: usize,
@@ -57,19 +57,32 @@ struct Panels {
 }
 
 impl Panels {
-    fn new(count: usize, depth: usize, width: usize) -> Self {
+    /// `count` panels of a weight, in a buffer advised for huge pages and never zeroed: `write` writes the panels'
+    /// slots and returns how many, from the first on, it wrote; fewer than all of them is an error (`what` names the
+    /// weight).
+    fn written(
+        (count, depth, width): (usize, usize, usize),
+        what: &str,
+        write: impl FnOnce(&mut [MaybeUninit<f32>]) -> Result<usize>,
+    ) -> Result<Self> {
         let len = count * depth * width;
-        let buffer = weight_buffer::<f32>(len + LINE);
+        let mut buffer = weight_buffer_uninit::<f32>(len + LINE);
         let start = buffer.as_ptr().align_offset(4 * LINE).min(LINE);
-        Self { buffer, start, len }
+        let (gap, panels) = buffer.spare_capacity_mut()[..start + len].split_at_mut(start);
+        gap.fill(MaybeUninit::new(0.0));
+        let written = write(panels)?;
+        if written != len {
+            let reason = format!("packing {what}: {written} of {len} panel values written");
+            return Err(candle_core::Error::Msg(reason).into());
+        }
+        // SAFETY: the first `start + len` values are written: the gap above, the panels by `write`, which counts
+        // only slots it wrote, from the first on.
+        unsafe { buffer.set_len(start + len) };
+        Ok(Self { buffer, start, len })
     }
 
     fn values(&self) -> &[f32] {
         &self.buffer[self.start..self.start + self.len]
-    }
-
-    fn values_mut(&mut self) -> &mut [f32] {
-        &mut self.buffer[self.start..self.start + self.len]
     }
 
     /// Packs `rows` (row-major, `depth` wide) into panels of `width` rows: panel `p`, entry `k · width + j` is
@@ -89,11 +102,33 @@ impl Panels {
     }
 }
 
-/// `values` as slots to write: for packing into a zeroed buffer through the same code as into a fresh one.
-fn as_slots<T: Copy>(values: &mut [T]) -> &mut [MaybeUninit<T>] {
-    // SAFETY: same size and layout; the callers (`pack_panel`) write only initialised values, so `values` stays
-    // initialised.
-    unsafe { &mut *(values as *mut [T] as *mut [MaybeUninit<T>]) }
+/// Reads the (out, in) f32 weight `name` under `view` into the panels `slots` starts with, `width` wide, packed
+/// with `isa`'s code, one chunk of whole panels (about 1 M values) at a time; returns how many slots it wrote, from
+/// the first on.
+fn read_panels(
+    view: &CheckpointView,
+    name: &str,
+    (out_dim, in_dim): (usize, usize),
+    width: usize,
+    isa: Isa,
+    slots: &mut [MaybeUninit<f32>],
+) -> Result<usize> {
+    let chunk_rows = ((1 << 20) / in_dim / width).max(1) * width;
+    let panel_len = in_dim * width;
+    // The chunks come in order: `written` counts the slots filled so far, and a chunk elsewhere is refused.
+    let mut written = 0;
+    view.read_f32_rows(name, (out_dim, in_dim), chunk_rows, &mut |row, values| {
+        let first = row / width * panel_len;
+        let len = (values.len() / in_dim).div_ceil(width) * panel_len;
+        if first != written || first + len > slots.len() {
+            let reason = format!("packing {name}: rows from {row} out of order");
+            return Err(candle_core::Error::Msg(reason).into());
+        }
+        fill_panels(&mut slots[first..first + len], values, in_dim, width, isa);
+        written += len;
+        Ok(())
+    })?;
+    Ok(written)
 }
 
 /// Packs `rows` (row-major, `depth` wide) into the panels `panels` starts with, every value of them written, one
@@ -133,13 +168,15 @@ fn pack_panel<T: Copy + bytemuck::Zeroable>(rows: &[T], depth: usize, width: usi
 }
 
 impl PackedWeight {
-    /// The (out, in) f32 weight `name` read from `view` straight into panels for this CPU (through one 4 MB buffer:
-    /// the unpacked weight is never held whole), or `None` where this kernel is not the one to use: the generic path
-    /// forced ([`Kernels`]), a CPU without AVX2+FMA (candle's matmul serves it), a build with the `mkl` feature
-    /// (whoever asks for MKL gets it: candle's matmul through MKL), a view that loads to another device or dtype than
-    /// f32 on the CPU, an empty weight.
+    /// The (out, in) f32 weights `name` under each of `parts`, stacked along the output dimension in order (q, k,
+    /// v into one projection), read from the files straight into one set of panels for this CPU (through one 4 MB
+    /// buffer: no unpacked weight is ever held whole, nor each part's panels apart). `None` where this kernel is not
+    /// the one to use: the generic path forced ([`Kernels`]), a CPU without AVX2+FMA (candle's matmul serves it), a
+    /// build with the `mkl` feature (whoever asks for MKL gets it: candle's matmul through MKL), a view that loads
+    /// to another device or dtype than f32 on the CPU, an empty weight; and for several parts whose `out` is no
+    /// multiple of the panel width (stack them with [`Self::concat`]).
     pub(crate) fn try_read(
-        view: &CheckpointView,
+        parts: &[&CheckpointView],
         name: &str,
         (out_dim, in_dim): (usize, usize),
     ) -> Result<Option<Self>> {
@@ -147,27 +184,25 @@ impl PackedWeight {
             return Ok(None);
         }
         let isa = Isa::best();
-        let cpu_f32 = view.device().is_cpu() && view.dtype() == DType::F32;
+        let cpu_f32 = parts.iter().all(|v| v.device().is_cpu() && v.dtype() == DType::F32);
         if kernels::selected()? != Kernels::Fused || isa.level() == Level::Baseline || !cpu_f32 {
             return Ok(None);
         }
-        if out_dim == 0 || in_dim == 0 {
+        let width = Self::width_for(isa);
+        if parts.is_empty() || out_dim == 0 || in_dim == 0 || (parts.len() > 1 && !out_dim.is_multiple_of(width)) {
             return Ok(None);
         }
-        let width = Self::width_for(isa);
-        let mut panels = Panels::new(out_dim.div_ceil(width), in_dim, width);
-        // Whole panels per chunk, about 1 M values.
-        let chunk_rows = ((1 << 20) / in_dim / width).max(1) * width;
-        let panel_len = in_dim * width;
-        let all = panels.values_mut();
-        view.read_f32_rows(name, (out_dim, in_dim), chunk_rows, &mut |row, values| {
-            let first = row / width * panel_len;
-            let len = (values.len() / in_dim).div_ceil(width) * panel_len;
-            fill_panels(as_slots(&mut all[first..first + len]), values, in_dim, width, isa);
-            Ok(())
+        let stacked = parts.len() * out_dim;
+        let shape = (stacked.div_ceil(width), in_dim, width);
+        let panels = Panels::written(shape, name, |all| {
+            let mut written = 0;
+            for view in parts {
+                written += read_panels(view, name, (out_dim, in_dim), width, isa, &mut all[written..])?;
+            }
+            Ok(written)
         })?;
         Ok(Some(Self {
-            out_dim,
+            out_dim: stacked,
             in_dim,
             width,
             panels,
@@ -260,13 +295,19 @@ impl PackedWeight {
                 Error::invalid_argument("parts", format!("cannot repack the stack of (out, in) {dims:?}"))
             });
         }
-        let mut panels = Panels::new(out_dim.div_ceil(width), in_dim, width);
-        let mut at = 0;
-        for part in parts {
-            let values = part.panels.values();
-            panels.values_mut()[at..at + values.len()].copy_from_slice(values);
-            at += values.len();
-        }
+        let panels = Panels::written((out_dim.div_ceil(width), in_dim, width), "a stack of weights", |all| {
+            let mut at = 0;
+            for values in parts.iter().map(|p| p.panels.values()) {
+                let slots = all.get_mut(at..at + values.len()).ok_or_else(|| {
+                    Error::invalid_argument("parts", format!("the stack of (out, in) {dims:?} overflows its panels"))
+                })?;
+                for (slot, &v) in slots.iter_mut().zip(values) {
+                    slot.write(v);
+                }
+                at += values.len();
+            }
+            Ok(at)
+        })?;
         Ok(Self {
             out_dim,
             in_dim,
@@ -309,11 +350,14 @@ impl PackedCodes {
         let (out_dim, width) = (scales.len(), PackedWeight::width_for(isa));
         let panel_len = (in_dim * width).max(1);
         let len = out_dim.div_ceil(width) * panel_len;
-        let mut packed: Vec<i8> = weight_buffer(len);
-        as_slots(&mut packed)
+        let mut packed: Vec<i8> = weight_buffer_uninit(len);
+        packed.spare_capacity_mut()[..len]
             .par_chunks_mut(panel_len)
             .zip(codes.par_chunks(panel_len))
             .for_each(|(panel, rows)| pack_panel(rows, in_dim, width, panel));
+        // SAFETY: `pack_panel` wrote every value of each panel, zeros past the last row too, and the
+        // ⌈out / width⌉ panels, each given its rows, cover all `len` values.
+        unsafe { packed.set_len(len) };
         let mut padded = scales.to_vec();
         padded.resize(out_dim.div_ceil(width) * width, 0.0);
         Self {
@@ -812,7 +856,7 @@ mod tests {
         let in_memory = CheckpointView::new(in_memory, DType::F32, &Device::Cpu);
         let isa = Isa::best();
         for (what, view) in [("safetensors", &from_file), ("tensors", &in_memory)] {
-            let read = PackedWeight::try_read(&view.pp("p"), "weight", (150, 20_000)).unwrap();
+            let read = PackedWeight::try_read(&[&view.pp("p")], "weight", (150, 20_000)).unwrap();
             if isa.level() == Level::Baseline || cfg!(feature = "mkl") {
                 assert!(
                     read.is_none(),
@@ -824,7 +868,7 @@ mod tests {
             let packed = PackedWeight::pack_for(&w, isa).unwrap().unwrap();
             assert_eq!(read.panels.values(), packed.panels.values(), "{what}");
             assert!(
-                PackedWeight::try_read(&view.pp("p"), "weight", (20_000, 150)).is_err(),
+                PackedWeight::try_read(&[&view.pp("p")], "weight", (20_000, 150)).is_err(),
                 "{what}: wrong shape"
             );
         }
@@ -834,11 +878,57 @@ mod tests {
             &Device::Cpu,
         );
         assert!(
-            PackedWeight::try_read(&half.pp("p"), "weight", (150, 20_000))
+            PackedWeight::try_read(&[&half.pp("p")], "weight", (150, 20_000))
                 .unwrap()
                 .is_none(),
             "f16 view"
         );
+    }
+
+    #[test]
+    fn weights_read_stacked_pack_as_their_concatenation() {
+        use crate::weights::{Checkpoint, CheckpointView};
+        use candle_core::Device;
+        // Three parts of 128 rows (whole panels at either width), deeper than one read chunk's rows.
+        let parts: Vec<Tensor> = (0..3).map(|i| wave((128, 9000), 1.0, f64::from(i), 0.0)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let named: std::collections::HashMap<String, Tensor> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("p{i}.weight"), t.clone()))
+            .collect();
+        candle_core::safetensors::save(&named, &path).unwrap();
+        let view = CheckpointView::new(
+            Checkpoint::from_safetensors(&[&path]).unwrap(),
+            DType::F32,
+            &Device::Cpu,
+        );
+        let views: Vec<CheckpointView> = (0..3).map(|i| view.pp(format!("p{i}"))).collect();
+        let views: Vec<&CheckpointView> = views.iter().collect();
+        let isa = Isa::best();
+        let read = PackedWeight::try_read(&views, "weight", (128, 9000)).unwrap();
+        if isa.level() == Level::Baseline || cfg!(feature = "mkl") {
+            assert!(read.is_none(), "the baseline and MKL builds keep candle's matmul");
+            return;
+        }
+        let read = read.unwrap();
+        let want = PackedWeight::pack_for(&Tensor::cat(&parts, 0).unwrap(), isa)
+            .unwrap()
+            .unwrap();
+        assert_eq!((read.out_dim(), read.in_dim()), (384, 9000));
+        assert_eq!(read.panels.values(), want.panels.values());
+        // Parts that do not fill whole panels are left to `concat`'s repacking; one such part alone is read.
+        assert!(
+            PackedWeight::try_read(&views, "weight", (256, 9000)).is_err(),
+            "wrong shape"
+        );
+        let small = wave((5, 7), 1.0, 0.0, 0.0);
+        let tensors = [("a.weight".to_string(), small.clone()), ("b.weight".to_string(), small)].into();
+        let small = CheckpointView::new(Checkpoint::from_tensors(tensors), DType::F32, &Device::Cpu);
+        let (a, b) = (small.pp("a"), small.pp("b"));
+        assert!(PackedWeight::try_read(&[&a, &b], "weight", (5, 7)).unwrap().is_none());
+        assert!(PackedWeight::try_read(&[&a], "weight", (5, 7)).unwrap().is_some());
     }
 
     #[test]
