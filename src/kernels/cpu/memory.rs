@@ -18,16 +18,6 @@ pub(crate) fn weight_buffer<T: bytemuck::Zeroable>(n: usize) -> Vec<T> {
     values
 }
 
-/// An empty buffer with room for `n` values, advised as [`weight_buffer`]'s, for a caller that writes every value
-/// (through `spare_capacity_mut`, then `set_len`) before reading any. Not zeroed: calloc memsets a chunk it reuses,
-/// and every chunk of a non-main arena (the loading threads'), which faulted the packed weights in 4 KiB pages
-/// before the advice could apply (12 % of a full-size load's samples on a Zen 5).
-pub(crate) fn weight_buffer_uninit<T>(n: usize) -> Vec<T> {
-    let mut values: Vec<T> = Vec::with_capacity(n);
-    advise_huge_pages(&values.spare_capacity_mut()[..n]);
-    values
-}
-
 #[cfg(target_os = "linux")]
 fn advise_huge_pages<T>(values: &[T]) {
     let (start, len) = (values.as_ptr() as usize, std::mem::size_of_val(values));
@@ -84,9 +74,5 @@ mod tests {
         }
         let h: Vec<half::f16> = weight_buffer(HUGE_PAGE);
         assert!(h.iter().all(|x| x.to_bits() == 0));
-        for n in [0, 1, 3 * HUGE_PAGE / 4] {
-            let v: Vec<f32> = weight_buffer_uninit(n);
-            assert!(v.is_empty() && v.capacity() >= n);
-        }
     }
 }

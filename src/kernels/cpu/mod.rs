@@ -61,7 +61,7 @@ pub(crate) use gemm::{try_batched_matmul, Rhs};
 pub(crate) use int8::Int8Weight;
 pub(crate) use isa::{Isa, Level};
 pub(crate) use layer_norm::try_layer_norm;
-pub(crate) use memory::{retain_freed_memory, weight_buffer, weight_buffer_uninit};
+pub(crate) use memory::{retain_freed_memory, weight_buffer};
 pub(crate) use packed::PackedWeight;
 pub(crate) use softmax::try_scaled_masked_softmax;
 

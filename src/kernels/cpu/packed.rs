@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::bias_act::{Epilogue, Fused};
-use super::{contiguous, weight_buffer_uninit, with_host_f32, Isa, Level, Param};
+use super::{contiguous, with_host_f32, Isa, Level, Param};
 use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Kernels};
@@ -57,16 +57,17 @@ struct Panels {
 }
 
 impl Panels {
-    /// `count` panels of a weight, in a buffer advised for huge pages and never zeroed: `write` writes the panels'
-    /// slots and returns how many, from the first on, it wrote; fewer than all of them is an error (`what` names the
-    /// weight).
+    /// `count` panels of a weight, in a buffer never zeroed (calloc memset the loading threads' chunks: 12 % of a
+    /// full-size load's samples) nor advised for huge pages (under a VM's free page reporting, fresh 2 MiB pages
+    /// cost more than small ones: BENCHMARKS.md, ninth session): `write` writes the panels' slots and returns how
+    /// many, from the first on, it wrote; fewer than all of them is an error (`what` names the weight).
     fn written(
         (count, depth, width): (usize, usize, usize),
         what: &str,
         write: impl FnOnce(&mut [MaybeUninit<f32>]) -> Result<usize>,
     ) -> Result<Self> {
         let len = count * depth * width;
-        let mut buffer = weight_buffer_uninit::<f32>(len + LINE);
+        let mut buffer: Vec<f32> = Vec::with_capacity(len + LINE);
         let start = buffer.as_ptr().align_offset(4 * LINE).min(LINE);
         let (gap, panels) = buffer.spare_capacity_mut()[..start + len].split_at_mut(start);
         gap.fill(MaybeUninit::new(0.0));
@@ -350,7 +351,7 @@ impl PackedCodes {
         let (out_dim, width) = (scales.len(), PackedWeight::width_for(isa));
         let panel_len = (in_dim * width).max(1);
         let len = out_dim.div_ceil(width) * panel_len;
-        let mut packed: Vec<i8> = weight_buffer_uninit(len);
+        let mut packed: Vec<i8> = Vec::with_capacity(len);
         packed.spare_capacity_mut()[..len]
             .par_chunks_mut(panel_len)
             .zip(codes.par_chunks(panel_len))
