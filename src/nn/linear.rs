@@ -104,7 +104,13 @@ impl Linear {
             None => {
                 let loaded: Vec<Linear> = parts
                     .iter()
-                    .map(|w| Self::load(w, in_dim, out_dim))
+                    .zip(biases)
+                    .map(|(w, bias)| {
+                        Ok(Self {
+                            weight: ProjectionWeight::load(w, out_dim, in_dim)?,
+                            bias: Some(Param::new(bias)?),
+                        })
+                    })
                     .collect::<Result<_>>()?;
                 Self::fuse(&loaded)
             }

@@ -88,17 +88,21 @@ impl Backend {
 }
 
 /// Whether this CPU's AVX2 integer dot product (`vpmaddubsw` + `vpmaddwd`) is no faster than its f32 FMA, so that
-/// dynamic int8 would run slower than f32 ([`slow_integer_dot_on`]). `false` off x86-64.
+/// dynamic int8 would run slower than f32 ([`slow_integer_dot_on`]); asked once per process (CPUID traps to the
+/// hypervisor in a VM, and every projection asks). `false` off x86-64.
 fn slow_integer_dot() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        let cpuid = raw_cpuid::CpuId::new();
-        match (cpuid.get_vendor_info(), cpuid.get_feature_info()) {
-            (Some(vendor), Some(version)) => {
-                slow_integer_dot_on(vendor.as_str(), version.family_id(), version.model_id())
+        static SLOW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *SLOW.get_or_init(|| {
+            let cpuid = raw_cpuid::CpuId::new();
+            match (cpuid.get_vendor_info(), cpuid.get_feature_info()) {
+                (Some(vendor), Some(version)) => {
+                    slow_integer_dot_on(vendor.as_str(), version.family_id(), version.model_id())
+                }
+                _ => false,
             }
-            _ => false,
-        }
+        })
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
