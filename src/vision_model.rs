@@ -168,9 +168,12 @@ impl VisionLayer {
         })
     }
 
+    /// `x + attention(ln1(x))`, then that `+ mlp(ln2(·))`: each residual add in its projection's epilogue.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = (x + self.attention.forward(&self.layer_norm1.forward(x)?, None)?)?;
-        Ok((&x + self.mlp.forward(&self.layer_norm2.forward(&x)?)?)?)
+        let x = self
+            .attention
+            .forward_residual(&self.layer_norm1.forward(x)?, None, x)?;
+        self.mlp.forward_residual(&self.layer_norm2.forward(&x)?, &x)
     }
 }
 

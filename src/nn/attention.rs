@@ -44,6 +44,17 @@ impl SelfAttention {
 
     /// `x`: (batch, seq, hidden); `mask`: additive f32, broadcastable to (batch, heads, seq, seq).
     pub(crate) fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        self.out.forward(&self.context(x, mask)?)
+    }
+
+    /// `forward(x, mask) + residual`, the add in the output projection's epilogue (see
+    /// [`Linear::forward_residual`]).
+    pub(crate) fn forward_residual(&self, x: &Tensor, mask: Option<&Tensor>, residual: &Tensor) -> Result<Tensor> {
+        self.out.forward_residual(&self.context(x, mask)?, residual)
+    }
+
+    /// The heads' attention outputs, (batch, seq, hidden): the output projection's input.
+    fn context(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, s, hidden) = x.dims3()?;
         // q, k, v as (1, batch, heads, seq, head_dim) views of the projection's (batch, seq, 3·hidden) rows (a
         // narrow, not `get`, whose squeeze would copy): the CPU kernel reads each head in place; candle's batched
@@ -68,7 +79,7 @@ impl SelfAttention {
                 None => probs.matmul(&dense(&v)?)?,
             }
         };
-        self.out.forward(&ctx.transpose(1, 2)?.reshape((b, s, hidden))?)
+        Ok(ctx.transpose(1, 2)?.reshape((b, s, hidden))?)
     }
 }
 

@@ -57,11 +57,11 @@ impl ProjectionWeight {
     /// `x Wᵀ` for `x` (rows, in), in `x`'s dtype (a packed weight takes [`Linear::forward_act`]'s own path).
     fn matmul(&self, x: &Tensor) -> Result<Fresh> {
         match self {
-            Self::Packed(w) => Ok(Fresh::custom(w.forward(x, None, None)?)),
+            Self::Packed(w) => Ok(Fresh::custom(w.forward(x, (None, None, None))?)),
             Self::Dense(w) => Fresh::matmul(x, &w.t()?),
             // candle's quantized matmul quantizes the activations to 8 bits per row, then integer dot products.
             Self::Quantized(q) => Fresh::qmatmul(q, x),
-            Self::Int8(w) => Ok(Fresh::custom(w.forward(x, None, None)?)),
+            Self::Int8(w) => Ok(Fresh::custom(w.forward(x, (None, None, None))?)),
         }
     }
 }
@@ -198,14 +198,27 @@ impl Linear {
     /// Applies the layer then `act`; on the CPU in f32, bias and activation are one in-place pass over the GEMM's
     /// output.
     pub(crate) fn forward_act(&self, x: &Tensor, act: Option<Activation>) -> Result<Tensor> {
+        self.forward_with(x, act, None)
+    }
+
+    /// `forward(x) + residual` (`residual` shaped as the output): a residual connection, the add fused into the
+    /// GEMM's epilogue on the CPU in f32.
+    pub(crate) fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, None, Some(residual))
+    }
+
+    fn forward_with(&self, x: &Tensor, act: Option<Activation>, residual: Option<&Tensor>) -> Result<Tensor> {
         let in_width = x.dim(D::Minus1)?;
         let lead = &x.dims()[..x.rank() - 1];
         let mut out_dims = lead.to_vec();
         out_dims.push(self.out_dim()?);
-        let x = x.reshape((lead.iter().product::<usize>(), in_width))?;
+        let rows = lead.iter().product::<usize>();
+        let x = x.reshape((rows, in_width))?;
+        let residual = residual.map(|r| r.reshape((rows, ()))).transpose()?;
+        let parts = (self.bias.as_ref(), act, residual.as_ref());
         let fused = match &self.weight {
-            ProjectionWeight::Packed(w) => Some(w.forward(&x, self.bias.as_ref(), act)?),
-            ProjectionWeight::Int8(w) => Some(w.forward(&x, self.bias.as_ref(), act)?),
+            ProjectionWeight::Packed(w) => Some(w.forward(&x, parts)?),
+            ProjectionWeight::Int8(w) => Some(w.forward(&x, parts)?),
             ProjectionWeight::Dense(_) | ProjectionWeight::Quantized(_) => None,
         };
         if let Some(y) = fused {
@@ -215,6 +228,10 @@ impl Linear {
         let y = match cpu::try_bias_act(y.as_tensor(), self.bias.as_ref(), act)? {
             Some(kernel) => kernel.apply(y)?,
             None => self.bias_act_generic(y.into_tensor(), act)?,
+        };
+        let y = match residual {
+            Some(r) => (y + r)?,
+            None => y,
         };
         Ok(y.reshape(out_dims)?)
     }
@@ -329,6 +346,34 @@ mod tests {
                     assert_close(&what, &got, &want, 2e-6);
                 }
             }
+            // A residual connection: added in the packed GEMM's epilogue, after candle's product on a dense weight;
+            // and by candle's ops where the generic path is forced.
+            let mut out_dims = lead.clone();
+            out_dims.push(cols_out);
+            let residual = wave(out_dims, 3.0, 0.7, 1.0);
+            let want = (dense.forward(&x).unwrap() + &residual).unwrap();
+            assert_eq!(
+                bits(&dense.forward_residual(&x, &residual).unwrap()),
+                bits(&want),
+                "dense {lead:?}"
+            );
+            let got = packed(&dense).forward_residual(&x, &residual).unwrap();
+            assert_close(&format!("residual {lead:?}"), &got, &want, 2e-6);
+            let unfused = (packed(&dense).forward(&x).unwrap() + &residual).unwrap();
+            assert_eq!(bits(&got), bits(&unfused), "packed {lead:?}");
+            let forced = with_kernels(Kernels::Generic, || {
+                let want = (dense.forward(&x).unwrap() + &residual).unwrap();
+                (dense.forward_residual(&x, &residual).unwrap(), want)
+            });
+            assert_eq!(bits(&forced.0), bits(&forced.1), "forced generic {lead:?}");
+            let mut wider = lead.clone();
+            wider.push(cols_out + 1);
+            let wrong = wave(wider, 1.0, 0.0, 0.0);
+            assert!(dense.forward_residual(&x, &wrong).is_err(), "dense, residual too wide");
+            assert!(
+                packed(&dense).forward_residual(&x, &wrong).is_err(),
+                "packed, residual too wide"
+            );
             // Stacked packed weights (panels concatenated, or repacked off a panel boundary) give the dense stack.
             let other = linear(32, cols_in);
             let want = Linear::fuse(&[dense.clone(), other.clone()])

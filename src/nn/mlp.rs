@@ -29,4 +29,10 @@ impl FeedForward {
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.fc2.forward(&self.fc1.forward_act(x, Some(self.act))?)
     }
+
+    /// `forward(x) + residual`, the add in `fc2`'s epilogue (see [`Linear::forward_residual`]).
+    pub(crate) fn forward_residual(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.fc2
+            .forward_residual(&self.fc1.forward_act(x, Some(self.act))?, residual)
+    }
 }

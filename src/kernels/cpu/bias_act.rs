@@ -1,4 +1,5 @@
-//! `y ← act(y + bias)` in place over a GEMM's output (bias over the last dimension), or `y ← act(y)` alone.
+//! `y ← act(y + bias)` in place over a GEMM's output (bias over the last dimension), or `y ← act(y)` alone; and
+//! the GEMMs' epilogue, which adds a residual connection after them.
 
 use std::sync::Arc;
 
@@ -6,7 +7,7 @@ use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::math::{gelu_erf, quick_gelu};
-use super::{apply_in_place, contiguous_mut, Isa, Param, MIN_CHUNK};
+use super::{apply_in_place, contiguous_mut, with_host_f32, Isa, Param, MIN_CHUNK};
 use crate::config::Activation;
 use crate::error::Result;
 use crate::kernels::{self, Fresh, Kernels};
@@ -85,31 +86,45 @@ impl BiasAct {
     }
 }
 
-/// What each finished tile of a projection's GEMM gets: `act(y + bias)`.
+/// What each finished tile of a projection's GEMM gets: `act(y + bias) + residual`.
 #[derive(Clone, Copy)]
 pub(super) struct Epilogue<'a> {
     pub(super) bias: Option<&'a [f32]>,
     pub(super) act: Act,
+    /// A residual connection's (rows, out) values, added last (the pre-LN layers' `x + attention(…)`).
+    pub(super) residual: Option<&'a [f32]>,
 }
 
 impl Epilogue<'_> {
-    /// Neither bias nor activation.
+    /// Neither bias nor activation nor residual.
     #[cfg(test)]
     pub(super) const NONE: Epilogue<'static> = Epilogue {
         bias: None,
         act: Act::None,
+        residual: None,
     };
 
-    /// Applies to `row`, one row's output columns `col .. col + row.len()`.
+    /// Applies to `values`, output row `row`'s columns `col .. col + values.len()` of an output `width` wide.
     #[inline(always)]
-    pub(super) fn apply(&self, row: &mut [f32], col: usize) {
-        bias_act_rows(row, self.bias.map(|b| &b[col..col + row.len()]), self.act);
+    pub(super) fn apply(&self, values: &mut [f32], (row, col): (usize, usize), width: usize) {
+        bias_act_rows(values, self.bias.map(|b| &b[col..col + values.len()]), self.act);
+        if let Some(r) = self.residual {
+            for (v, r) in values.iter_mut().zip(&r[row * width + col..]) {
+                *v += r;
+            }
+        }
+    }
+
+    /// Whether the residual, if any, is the (rows, width) output's shape: what [`Epilogue::apply`]'s reads need.
+    pub(super) fn fits(&self, rows: usize, width: usize) -> bool {
+        self.residual.is_none_or(|r| r.len() == rows * width)
     }
 }
 
-/// A projection's bias and activation as its GEMM's epilogue applies them: both where they have a fused form (GELU
-/// erf, quick_gelu, none; a bias with a host copy as wide as the output), else neither, and [`Fused::finish`]
-/// applies them after the product by candle's ops.
+/// A projection's bias, activation and residual as its GEMM's epilogue applies them: all where bias and activation
+/// have a fused form (GELU erf, quick_gelu, none; a bias with a host copy as wide as the output) and the residual
+/// is f32 on the CPU in the output's shape, else none, and [`Fused::run`] applies them after the product by
+/// candle's ops.
 pub(super) struct Fused {
     bias: Option<Arc<[f32]>>,
     act: Act,
@@ -117,8 +132,33 @@ pub(super) struct Fused {
 }
 
 impl Fused {
+    /// `act(x Wᵀ + bias) + residual` for `x` (rows, in), where `product` runs the GEMM with the epilogue it is
+    /// given on `x`'s f32 values; `width` is the output's.
+    pub(super) fn run(
+        x: &Tensor,
+        (bias, act, residual): (Option<&Param>, Option<Activation>, Option<&Tensor>),
+        width: usize,
+        product: impl Fn(&Tensor, Epilogue) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let fused = Self::of(bias, act, width);
+        let x = x.to_dtype(DType::F32)?.contiguous()?;
+        let rows = x.dim(0)?;
+        let fitting = residual.filter(|r| fused.complete && r.dims() == [rows, width]);
+        if let Some(r) = fitting {
+            let fused_run = with_host_f32(r, |r| product(&x, fused.epilogue(Some(r))))?;
+            if let Some(y) = fused_run {
+                return y;
+            }
+        }
+        let y = fused.finish(product(&x, fused.epilogue(None))?, bias, act)?;
+        Ok(match residual {
+            Some(r) => (y + r)?,
+            None => y,
+        })
+    }
+
     /// The epilogue for `act(y + bias)` on an output `width` wide.
-    pub(super) fn of(bias: Option<&Param>, act: Option<Activation>, width: usize) -> Self {
+    fn of(bias: Option<&Param>, act: Option<Activation>, width: usize) -> Self {
         let bias_fits = |b: &Param| b.host.as_ref().is_some_and(|h| h.len() == width);
         match Act::of(act).filter(|_| bias.is_none_or(bias_fits)) {
             Some(act) => Self {
@@ -134,17 +174,18 @@ impl Fused {
         }
     }
 
-    /// What the GEMM applies to each finished tile.
-    pub(super) fn epilogue(&self) -> Epilogue<'_> {
+    /// What the GEMM applies to each finished tile, with `residual` (taken only where bias and activation are).
+    fn epilogue<'a>(&'a self, residual: Option<&'a [f32]>) -> Epilogue<'a> {
         Epilogue {
             bias: self.bias.as_deref(),
             act: self.act,
+            residual: residual.filter(|_| self.complete),
         }
     }
 
     /// `y`, the GEMM's output, with what its epilogue did not apply of `bias` and `act` (the ones given to
     /// [`Fused::of`]).
-    pub(super) fn finish(&self, y: Tensor, bias: Option<&Param>, act: Option<Activation>) -> Result<Tensor> {
+    fn finish(&self, y: Tensor, bias: Option<&Param>, act: Option<Activation>) -> Result<Tensor> {
         if self.complete {
             return Ok(y);
         }

@@ -220,18 +220,22 @@ impl Int8Weight {
         self.in_dim
     }
 
-    /// `act(x Wᵀ + bias)` for `x` (rows, in) on the CPU, into new storage. Bias and activation are applied to each
-    /// dequantized tile where they have a fused form, else after the product by candle's ops (as
-    /// [`super::PackedWeight::forward`]).
-    pub(crate) fn forward(&self, x: &Tensor, bias: Option<&Param>, act: Option<Activation>) -> Result<Tensor> {
-        let fused = Fused::of(bias, act, self.out_dim());
-        let op = Int8MatMul {
-            weight: self,
-            epilogue: fused.epilogue(),
-            isa: Isa::best(),
-        };
-        let y = x.to_dtype(DType::F32)?.apply_op1_no_bwd(&op)?;
-        fused.finish(y, bias, act)
+    /// `act(x Wᵀ + bias) + residual` for `x` (rows, in) on the CPU, into new storage; `residual` is (rows, out).
+    /// Bias, activation and residual are applied to each dequantized tile where they have a fused form, else after
+    /// the product by candle's ops (as [`super::PackedWeight::forward`]).
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        (bias, act, residual): (Option<&Param>, Option<Activation>, Option<&Tensor>),
+    ) -> Result<Tensor> {
+        Fused::run(x, (bias, act, residual), self.out_dim(), |x, epilogue| {
+            let op = Int8MatMul {
+                weight: self,
+                epilogue,
+                isa: Isa::best(),
+            };
+            Ok(x.apply_op1_no_bwd(&op)?)
+        })
     }
 
     /// The f32 weight these codes stand for, (out, in): for tests and error bounds.
@@ -316,7 +320,7 @@ impl Dequantize<'_> {
             for (((d, &a), &s), &c) in dst.iter_mut().zip(acc).zip(scales).zip(code_sums) {
                 *d = dequantize(a, (row_scale, zero), (s, c));
             }
-            self.epilogue.apply(dst, col);
+            self.epilogue.apply(dst, (row + i, col), out.width);
         }
     }
 }
@@ -415,11 +419,13 @@ impl Int8MatMul<'_> {
         let (scales, sums) = (&self.weight.scales[..], &self.weight.code_sums[..]);
         acc.par_chunks_mut(n)
             .zip(row_scales.into_par_iter().zip(zeros))
-            .for_each(|(row, (s, z))| {
+            .enumerate()
+            .for_each(|(i, (row, (s, z)))| {
                 let sz = (s, i32::from(z));
-                dispatch!(isa, (row: &mut [i32], sz: (f32, i32), scales: &[f32], sums: &[i32], epilogue: Epilogue) {
+                dispatch!(isa, (row: &mut [i32], i: usize, sz: (f32, i32), scales: &[f32], sums: &[i32], epilogue: Epilogue) {
                     dequantize_row(row, sz, scales, sums);
-                    epilogue.apply(bytemuck::cast_slice_mut(row), 0);
+                    let width = row.len();
+                    epilogue.apply(bytemuck::cast_slice_mut(row), (i, 0), width);
                 })
             });
         Ok(bytemuck::cast_vec(acc))
@@ -436,6 +442,13 @@ impl CustomOp1 for Int8MatMul<'_> {
         let (rows, k) = layout.shape().dims2()?;
         if k != self.weight.in_dim {
             candle_core::bail!("{}: input width {k}, weight takes {}", self.name(), self.weight.in_dim);
+        }
+        if !self.epilogue.fits(rows, self.weight.out_dim()) {
+            candle_core::bail!(
+                "{}: residual not of the output's shape ({rows}, {})",
+                self.name(),
+                self.weight.out_dim()
+            );
         }
         let y = self
             .run(x)
@@ -629,26 +642,53 @@ mod tests {
     }
 
     #[test]
-    fn bias_and_activation_reach_the_right_columns_on_every_backend() {
+    fn bias_activation_and_residual_reach_the_right_values_on_every_backend() {
         // Widths off every tile, a depth of two VNNI slices, rows off every tile.
         let (rows, k, n) = (13, 600, 70);
         let (w, x) = (wave((n, k), 0.05, 0.3, 0.0), wave((rows, k), 0.1, 1.1, 0.3));
         let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.1 - 3.0).collect();
         let param = Param::new(Tensor::new(bias.as_slice(), &candle_core::Device::Cpu).unwrap()).unwrap();
+        // A residual that differs in every row and column, so that a misplaced row or column shows.
+        let residual: Vec<f32> = (0..rows * n)
+            .map(|i| (i / n) as f32 * 10.0 + (i % n) as f32 * 0.01)
+            .collect();
+        let residual_t = Tensor::from_vec(residual.clone(), (rows, n), &candle_core::Device::Cpu).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         for backend in backends() {
             let weight = Int8Weight::quantize_for(&w, backend).unwrap();
             let mut want = plain(&weight, Isa::best()).run(&values(&x)).unwrap();
             for row in want.chunks_exact_mut(n) {
                 row.iter_mut().zip(&bias).for_each(|(v, b)| *v = gelu_erf(*v + b));
             }
-            let got = values(&weight.forward(&x, Some(&param), Some(Activation::Gelu)).unwrap());
-            assert_eq!(
-                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                "{backend:?}"
+            let got = values(
+                &weight
+                    .forward(&x, (Some(&param), Some(Activation::Gelu), None))
+                    .unwrap(),
             );
+            assert_eq!(bits(&got), bits(&want), "{backend:?}");
             let (lo, hi) = got.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
             assert!(lo < 0.0 && hi > 1.0, "GELU's both sides are reached: {lo}..{hi}");
+            // The residual is added after the activation, value for value.
+            let parts = (Some(&param), Some(Activation::Gelu), Some(&residual_t));
+            let got = values(&weight.forward(&x, parts).unwrap());
+            want.iter_mut().zip(&residual).for_each(|(v, r)| *v += r);
+            assert_eq!(bits(&got), bits(&want), "{backend:?} with residual");
+            // Without a fused activation, candle's ops apply bias, activation and residual after the product.
+            let parts = (Some(&param), Some(Activation::GeluTanh), Some(&residual_t));
+            let got = weight.forward(&x, parts).unwrap();
+            let y = Tensor::from_vec(
+                plain(&weight, Isa::best()).run(&values(&x)).unwrap(),
+                (rows, n),
+                x.device(),
+            );
+            let y = Activation::GeluTanh
+                .forward(&y.unwrap().broadcast_add(param.tensor()).unwrap())
+                .unwrap();
+            assert_eq!(
+                bits(&values(&got)),
+                bits(&values(&(y + &residual_t).unwrap())),
+                "{backend:?} tanh"
+            );
         }
     }
 
@@ -685,7 +725,7 @@ mod tests {
                 .unwrap();
             let int8 = Int8Weight::quantize(&w).unwrap();
             assert_eq!((int8.out_dim(), int8.in_dim()), (n, k));
-            let got = values(&int8.forward(&x, None, None).unwrap());
+            let got = values(&int8.forward(&x, (None, None, None)).unwrap());
             // The exact product of the dequantized operands bounds the kernel's own error (f32 dequantization).
             let (xv, wv) = (values(&x), values(&w));
             let mut codes = vec![0i8; n * k];

@@ -317,18 +317,23 @@ impl PackedWeight {
         })
     }
 
-    /// `act(x Wᵀ + bias)` for `x` (rows, in), f32 on the CPU, into new storage. Bias and activation are applied
-    /// tile by tile where they have a fused form (GELU erf, quick_gelu, and a bias with a host copy); otherwise
-    /// after the product, by candle's ops.
-    pub(crate) fn forward(&self, x: &Tensor, bias: Option<&Param>, act: Option<Activation>) -> Result<Tensor> {
-        let fused = Fused::of(bias, act, self.out_dim);
-        let op = PackedMatMul {
-            weight: self,
-            epilogue: fused.epilogue(),
-            isa: Isa::best(),
-        };
-        let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(&op)?;
-        fused.finish(y, bias, act)
+    /// `act(x Wᵀ + bias) + residual` for `x` (rows, in), f32 on the CPU, into new storage; `residual` is
+    /// (rows, out). Bias, activation and residual are applied tile by tile where they have a fused form (GELU erf,
+    /// quick_gelu, a bias with a host copy, an f32 residual on the CPU); otherwise after the product, by candle's
+    /// ops.
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor,
+        (bias, act, residual): (Option<&Param>, Option<Activation>, Option<&Tensor>),
+    ) -> Result<Tensor> {
+        Fused::run(x, (bias, act, residual), self.out_dim, |x, epilogue| {
+            let op = PackedMatMul {
+                weight: self,
+                epilogue,
+                isa: Isa::best(),
+            };
+            Ok(x.apply_op1_no_bwd(&op)?)
+        })
     }
 }
 
@@ -434,6 +439,13 @@ impl CustomOp1 for PackedMatMul<'_> {
                 self.name(),
                 layout.dims(),
                 self.weight.in_dim
+            );
+        }
+        if !self.epilogue.fits(rows, self.weight.out_dim) {
+            candle_core::bail!(
+                "{}: residual not of the output's shape ({rows}, {})",
+                self.name(),
+                self.weight.out_dim
             );
         }
         let y = matmul(x, rows, self.weight.panels(), self.epilogue, self.isa);
@@ -688,7 +700,7 @@ fn store<const W: usize>(
         if pass.last {
             // SAFETY: as above; every value of this row segment has been written.
             let row_values = unsafe { std::slice::from_raw_parts_mut(dst, width) };
-            epilogue.apply(row_values, col);
+            epilogue.apply(row_values, (row + i, col), out.width);
         }
     }
 }
@@ -730,13 +742,21 @@ mod tests {
             let w_t = wave((cols, depth), 0.3, 0.7, 0.0);
             let w = values(&w_t);
             let b = values(&wave(cols, 0.5, 0.2, 0.1));
+            let r = values(&wave((rows, cols), 2.0, 0.4, 0.0));
             for gelu in [false, true] {
-                let want = reference(&x, &w, Some(&b), (rows, depth, cols), gelu);
+                let mut want = reference(&x, &w, Some(&b), (rows, depth, cols), gelu);
+                // The residual, added last, lands on its own row and column.
+                want.iter_mut().zip(&r).for_each(|(v, r)| *v += r);
                 for_each_isa("packed matmul", |isa| {
                     for width in [NR, NR_WIDE] {
                         let packed = PackedWeight::pack_with_width(&w_t, width, isa).unwrap().unwrap();
                         let act = if gelu { Act::GeluErf } else { Act::None };
-                        let got = matmul(&x, rows, packed.panels(), Epilogue { bias: Some(&b), act }, isa);
+                        let epilogue = Epilogue {
+                            bias: Some(&b),
+                            act,
+                            residual: Some(&r),
+                        };
+                        let got = matmul(&x, rows, packed.panels(), epilogue, isa);
                         let worst = got
                             .iter()
                             .zip(&want)
@@ -771,9 +791,11 @@ mod tests {
             let dense = Tensor::from_vec(weights, (cols, depth), &candle_core::Device::Cpu).unwrap();
             let x = values(&wave((rows, depth), 1.5, 0.1, 0.0));
             let b = values(&wave(cols, 0.5, 0.2, 0.1));
+            let r = values(&wave((rows, cols), 2.0, 0.4, 0.0));
             let epilogue = Epilogue {
                 bias: Some(&b),
                 act: Act::GeluErf,
+                residual: Some(&r),
             };
             for_each_isa("weight-only int8 matmul", |isa| {
                 let packed = PackedWeight::pack_for(&dense, isa).unwrap().unwrap();
