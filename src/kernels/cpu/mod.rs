@@ -1,7 +1,8 @@
 //! CPU kernels: the projections' f32 GEMM (the crate's own, over weights packed at load, f32 or int8 codes),
 //! dynamic-int8 GEMM (AMX tiles where granted, else AVX-512 VNNI, both the crate's own, else weight-only on the f32
-//! kernel where the integer dot product is slow, else `rten-gemm`), attention's batched matmul, and the elementwise
-//! work around them — bias + activation, scaled masked softmax, layer norm — each one parallel (rayon) pass written
+//! kernel where the integer dot product is slow, else `rten-gemm`), whose epilogue adds bias, activation and a
+//! residual; attention's batched matmul, and the elementwise work around them — bias + activation, scaled masked
+//! softmax, layer norm — each one parallel (rayon) pass written
 //! so that LLVM vectorises it, compiled for AVX-512 / AVX2+FMA / baseline and picked at run time ([`Isa`],
 //! `dispatch!`). Called only by `crate::nn`, through the `try_…` functions and types re-exported here.
 
