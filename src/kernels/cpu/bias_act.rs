@@ -115,9 +115,15 @@ impl Epilogue<'_> {
         }
     }
 
-    /// Whether the residual, if any, is the (rows, width) output's shape: what [`Epilogue::apply`]'s reads need.
-    pub(super) fn fits(&self, rows: usize, width: usize) -> bool {
-        self.residual.is_none_or(|r| r.len() == rows * width)
+    /// An error naming `op` unless the residual, if any, has the (rows, width) output's shape: what
+    /// [`Epilogue::apply`]'s reads need.
+    pub(super) fn check_fits(&self, op: &str, (rows, width): (usize, usize)) -> candle_core::Result<()> {
+        match self.residual {
+            Some(r) if r.len() != rows * width => {
+                candle_core::bail!("{op}: residual not of the output's shape ({rows}, {width})")
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -443,13 +443,7 @@ impl CustomOp1 for Int8MatMul<'_> {
         if k != self.weight.in_dim {
             candle_core::bail!("{}: input width {k}, weight takes {}", self.name(), self.weight.in_dim);
         }
-        if !self.epilogue.fits(rows, self.weight.out_dim()) {
-            candle_core::bail!(
-                "{}: residual not of the output's shape ({rows}, {})",
-                self.name(),
-                self.weight.out_dim()
-            );
-        }
+        self.epilogue.check_fits(self.name(), (rows, self.weight.out_dim()))?;
         let y = self
             .run(x)
             .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", self.name())))?;

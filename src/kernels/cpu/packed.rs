@@ -441,13 +441,7 @@ impl CustomOp1 for PackedMatMul<'_> {
                 self.weight.in_dim
             );
         }
-        if !self.epilogue.fits(rows, self.weight.out_dim) {
-            candle_core::bail!(
-                "{}: residual not of the output's shape ({rows}, {})",
-                self.name(),
-                self.weight.out_dim
-            );
-        }
+        self.epilogue.check_fits(self.name(), (rows, self.weight.out_dim))?;
         let y = matmul(x, rows, self.weight.panels(), self.epilogue, self.isa);
         Ok((CpuStorage::F32(y), Shape::from((rows, self.weight.out_dim))))
     }
