@@ -227,24 +227,13 @@ impl Linear {
         let y = self.weight.matmul(&x)?;
         let y = match cpu::try_bias_act(y.as_tensor(), self.bias.as_ref(), act)? {
             Some(kernel) => kernel.apply(y)?,
-            None => self.bias_act_generic(y.into_tensor(), act)?,
+            None => cpu::bias_then_act(y.into_tensor(), self.bias.as_ref(), act)?,
         };
         let y = match residual {
             Some(r) => (y + r)?,
             None => y,
         };
         Ok(y.reshape(out_dims)?)
-    }
-
-    fn bias_act_generic(&self, y: Tensor, act: Option<Activation>) -> Result<Tensor> {
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b.tensor())?,
-            None => y,
-        };
-        match act {
-            Some(act) => act.forward(&y),
-            None => Ok(y),
-        }
     }
 }
 

@@ -195,14 +195,19 @@ impl Fused {
         if self.complete {
             return Ok(y);
         }
-        let y = match bias {
-            Some(b) => y.broadcast_add(b.tensor())?,
-            None => y,
-        };
-        match act {
-            Some(act) => act.forward(&y),
-            None => Ok(y),
-        }
+        bias_then_act(y, bias, act)
+    }
+}
+
+/// `act(y + bias)` by candle's ops, on any device and dtype: what no fused kernel took.
+pub(crate) fn bias_then_act(y: Tensor, bias: Option<&Param>, act: Option<Activation>) -> Result<Tensor> {
+    let y = match bias {
+        Some(b) => y.broadcast_add(b.tensor())?,
+        None => y,
+    };
+    match act {
+        Some(act) => act.forward(&y),
+        None => Ok(y),
     }
 }
 
