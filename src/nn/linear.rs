@@ -229,11 +229,7 @@ impl Linear {
             Some(kernel) => kernel.apply(y)?,
             None => cpu::bias_then_act(y.into_tensor(), self.bias.as_ref(), act)?,
         };
-        let y = match residual {
-            Some(r) => (y + r)?,
-            None => y,
-        };
-        Ok(y.reshape(out_dims)?)
+        Ok(cpu::plus_residual(y, residual.as_ref())?.reshape(out_dims)?)
     }
 }
 

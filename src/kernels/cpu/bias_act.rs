@@ -156,11 +156,7 @@ impl Fused {
                 return y;
             }
         }
-        let y = fused.finish(product(&x, fused.epilogue(None))?, bias, act)?;
-        Ok(match residual {
-            Some(r) => (y + r)?,
-            None => y,
-        })
+        plus_residual(fused.finish(product(&x, fused.epilogue(None))?, bias, act)?, residual)
     }
 
     /// The epilogue for `act(y + bias)` on an output `width` wide.
@@ -197,6 +193,14 @@ impl Fused {
         }
         bias_then_act(y, bias, act)
     }
+}
+
+/// `y + residual` by candle's ops (`y` alone without one): a residual no GEMM epilogue took.
+pub(crate) fn plus_residual(y: Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+    Ok(match residual {
+        Some(r) => (y + r)?,
+        None => y,
+    })
 }
 
 /// `act(y + bias)` by candle's ops, on any device and dtype: what no fused kernel took.

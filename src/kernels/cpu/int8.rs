@@ -422,7 +422,9 @@ impl Int8MatMul<'_> {
             .enumerate()
             .for_each(|(i, (row, (s, z)))| {
                 let sz = (s, i32::from(z));
-                dispatch!(isa, (row: &mut [i32], i: usize, sz: (f32, i32), scales: &[f32], sums: &[i32], epilogue: Epilogue) {
+                dispatch!(isa, (
+                    row: &mut [i32], i: usize, sz: (f32, i32), scales: &[f32], sums: &[i32], epilogue: Epilogue
+                ) {
                     dequantize_row(row, sz, scales, sums);
                     let width = row.len();
                     epilogue.apply(bytemuck::cast_slice_mut(row), (i, 0), width);

@@ -57,7 +57,7 @@ mod softmax;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 
-pub(crate) use bias_act::{bias_then_act, try_bias_act};
+pub(crate) use bias_act::{bias_then_act, plus_residual, try_bias_act};
 pub(crate) use gemm::{try_batched_matmul, Rhs};
 pub(crate) use int8::Int8Weight;
 pub(crate) use isa::{Isa, Level};

@@ -1,8 +1,9 @@
 //! f32 `act(x Wᵀ + b)` over a weight packed once, at load, into the micro-kernel's panels: a register tile of 6 rows
 //! by 64 columns on AVX-512 (24 accumulators) or 16 on AVX2 (12); each task takes its B panels in turn, KC deep
 //! slices of them in L2, under every tile of its MC rows of A (packed per call); the bias, activation and residual
-//! are applied to each tile as its last pass ends. Plain Rust over fixed-size arrays, which LLVM keeps in vector registers, compiled per
-//! instruction set (`dispatch!`). The projections' GEMM on AVX2 and AVX-512 CPUs ([`PackedWeight::try_read`]).
+//! are applied to each tile as its last pass ends. Plain Rust over fixed-size arrays, which LLVM keeps in vector
+//! registers, compiled per instruction set (`dispatch!`). The projections' GEMM on AVX2 and AVX-512 CPUs
+//! ([`PackedWeight::try_read`]).
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -767,7 +768,8 @@ mod tests {
                             .zip(&want)
                             .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
                             .fold(0f32, f32::max);
-                        // f32 sums of `depth` products of magnitude ≤ 0.45, against f64: a few ulps of the sum, growing with depth.
+                        // f32 sums of `depth` products of magnitude ≤ 0.45, against f64: a few ulps of the sum,
+                        // growing with depth.
                         assert!(
                             worst <= 2e-6 * (depth as f32 / 520.0).max(1.0),
                             "{isa:?} width {width} {rows}x{depth}x{cols} gelu {gelu}: {worst:e}"
