@@ -46,12 +46,6 @@ impl Fresh {
         Ok(Self(t.force_contiguous()?))
     }
 
-    /// The same storage without its leading dim of size 1 (a view of contiguous storage is contiguous, and the
-    /// old handle is given up).
-    pub(crate) fn squeeze_lead(self) -> Result<Self> {
-        Ok(Self(self.0.squeeze(0)?))
-    }
-
     /// The tensor, to read (shape, dtype, device).
     pub(crate) fn as_tensor(&self) -> &Tensor {
         &self.0

@@ -4,8 +4,7 @@ use candle_core::{DType, Tensor};
 
 use super::Linear;
 use crate::error::{Error, Result};
-use crate::kernels::cpu::{self, Rhs};
-use crate::kernels::Fresh;
+use crate::kernels::cpu;
 
 /// Multi-head self-attention with q, k and v fused into one projection at load time.
 #[derive(Debug, Clone)]
@@ -13,7 +12,6 @@ pub(crate) struct SelfAttention {
     qkv: Linear,
     out: Linear,
     num_heads: usize,
-    head_dim: usize,
     scale: f64,
 }
 
@@ -32,7 +30,6 @@ impl SelfAttention {
             qkv,
             out,
             num_heads,
-            head_dim,
             scale: (head_dim as f64).powf(-0.5),
         })
     }
@@ -53,34 +50,35 @@ impl SelfAttention {
         self.out.forward_residual(&self.context(x, mask)?, residual)
     }
 
-    /// The heads' attention outputs, (batch, seq, hidden): the output projection's input.
+    /// The heads' attention outputs, (batch, seq, hidden): the output projection's input. The CPU kernel reads q,
+    /// k and v where the projection wrote them; elsewhere candle's ops run on per-head copies.
     fn context(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (b, s, hidden) = x.dims3()?;
-        // q, k, v as (1, batch, heads, seq, head_dim) views of the projection's (batch, seq, 3·hidden) rows (a
-        // narrow, not `get`, whose squeeze would copy): the CPU kernel reads each head in place; candle's batched
-        // matmul (CPU gemm and cuBLAS alike), which needs each head's rows at a pitch of head_dim, gets a copy.
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((b, s, 3, self.num_heads, self.head_dim))?
-            .permute((2, 0, 3, 1, 4))?;
-        let (q, k, v) = (qkv.narrow(0, 0, 1)?, qkv.narrow(0, 1, 1)?, qkv.narrow(0, 2, 1)?);
-        let dense = |t: &Tensor| -> Result<Tensor> { Ok(t.squeeze(0)?.contiguous()?) };
-        let ctx = if q.device().is_metal() {
-            metal_sdpa(&dense(&q)?, &dense(&k)?, &dense(&v)?, mask, self.scale)?
-        } else {
-            let scores = match cpu::try_batched_matmul(&q, &k, Rhs::Transposed)? {
-                Some(scores) => scores.squeeze_lead()?,
-                None => Fresh::matmul(&dense(&q)?, &dense(&k)?.t()?)?,
-            };
-            let probs = scaled_masked_softmax(scores, self.scale, mask)?;
-            match cpu::try_batched_matmul(&probs.unsqueeze(0)?, &v, Rhs::AsIs)? {
-                Some(ctx) => ctx.into_tensor().squeeze(0)?,
-                None => probs.matmul(&dense(&v)?)?,
-            }
-        };
-        Ok(ctx.transpose(1, 2)?.reshape((b, s, hidden))?)
+        let qkv = self.qkv.forward(x)?;
+        match cpu::try_attention(&qkv, self.num_heads, self.scale, mask)? {
+            Some(ctx) => Ok(ctx),
+            None => generic_context(&qkv, self.num_heads, self.scale, mask),
+        }
     }
+}
+
+/// [`SelfAttention::context`] in candle's ops from the fused projection's (batch, seq, 3·hidden) output: q, k and
+/// v copied head-major, `softmax(scale·q·kᵀ + mask)·v` (candle's fused `sdpa` on Metal), heads put back side by
+/// side.
+fn generic_context(qkv: &Tensor, heads: usize, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
+    let (b, s, width) = qkv.dims3()?;
+    let hidden = width / 3;
+    let qkv = qkv
+        .reshape((b, s, 3, heads, hidden / heads))?
+        .permute((2, 0, 3, 1, 4))?;
+    let part = |i: usize| -> Result<Tensor> { Ok(qkv.get(i)?.contiguous()?) };
+    let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+    let ctx = if q.device().is_metal() {
+        metal_sdpa(&q, &k, &v, mask, scale)?
+    } else {
+        let scores = (q.matmul(&k.t()?)? * scale)?;
+        masked_softmax_f32(&scores, mask)?.matmul(&v)?
+    };
+    Ok(ctx.transpose(1, 2)?.reshape((b, s, hidden))?)
 }
 
 /// candle's fused Metal attention (`candle_nn::ops::sdpa`), which wants the mask expanded to
@@ -92,14 +90,6 @@ fn metal_sdpa(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: 
         .map(|m| m.to_dtype(q.dtype())?.broadcast_as((b, h, s, k.dim(2)?)))
         .transpose()?;
     Ok(candle_nn::ops::sdpa(q, k, v, mask.as_ref(), false, scale as f32, 1.0)?)
-}
-
-/// `softmax(scale·scores + mask)` over the last dimension, the fused kernel overwriting `scores` where it applies.
-fn scaled_masked_softmax(scores: Fresh, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
-    match cpu::try_scaled_masked_softmax(scores.as_tensor(), scale, mask)? {
-        Some(kernel) => kernel.apply(scores),
-        None => masked_softmax_f32(&(scores.into_tensor() * scale)?, mask),
-    }
 }
 
 /// Softmax over the last dimension after adding an optional additive mask, both in f32 (as torch's
@@ -122,29 +112,33 @@ mod tests {
     use crate::kernels::Kernels;
 
     #[test]
-    fn fused_softmax_matches_the_generic_path() {
-        for (dims, mask_batch) in [((2, 3, 5, 7), Some(2)), ((1, 2, 4, 33), Some(1)), ((3, 4, 9, 20), None)] {
-            let scores = wave(dims, 6.0, 0.1, 0.0);
-            // Masked keys as the text tower makes them: (1 − mask)·f32::MIN.
-            let mask = mask_batch.map(|mb| {
-                let keep = wave((mb, 1, 1, dims.3), 1.0, 0.3, 0.0)
-                    .ge(-0.5)
+    fn fused_attention_matches_the_generic_path() {
+        // (batch, seq, heads, head_dim), and how many mask sets: per batch, shared, none.
+        for ((b, s, h, d), mask_sets) in [
+            ((2, 5, 3, 8), Some(2)),
+            ((1, 33, 2, 64), Some(1)),
+            ((3, 9, 4, 16), None),
+        ] {
+            let qkv = wave((b, s, 3 * h * d), 2.0, 0.1, 0.0);
+            // Masked keys as the text tower makes them: (1 − mask)·f32::MIN, the first key always kept.
+            let mask = mask_sets.map(|sets| {
+                let keep = wave((sets, 1, 1, s), 1.0, 0.3, 0.0).ge(-0.5).unwrap();
+                let first = Tensor::arange(0u32, s as u32, &candle_core::Device::Cpu)
                     .unwrap()
-                    .to_dtype(DType::F32)
+                    .eq(0u32)
                     .unwrap();
-                ((1.0 - keep).unwrap() * f64::from(f32::MIN)).unwrap()
+                let keep = keep.broadcast_maximum(&first.reshape((1, 1, 1, s)).unwrap()).unwrap();
+                ((1.0 - keep.to_dtype(DType::F32).unwrap()).unwrap() * f64::from(f32::MIN)).unwrap()
             });
-            let scale = 0.125;
-            assert!(cpu::try_scaled_masked_softmax(&scores, scale, mask.as_ref())
-                .unwrap()
-                .is_some());
-            let fused = scaled_masked_softmax(Fresh::copy(&scores).unwrap(), scale, mask.as_ref()).unwrap();
-            let generic = masked_softmax_f32(&(&scores * scale).unwrap(), mask.as_ref()).unwrap();
-            assert_close(&format!("{dims:?}"), &fused, &generic, 1e-6);
+            let scale = (d as f64).powf(-0.5);
+            let fused = cpu::try_attention(&qkv, h, scale, mask.as_ref()).unwrap().unwrap();
+            let generic = generic_context(&qkv, h, scale, mask.as_ref()).unwrap();
+            assert_close(&format!("{:?}", (b, s, h, d)), &fused, &generic, 1e-6);
             let forced = with_kernels(Kernels::Generic, || {
-                scaled_masked_softmax(Fresh::copy(&scores).unwrap(), scale, mask.as_ref()).unwrap()
+                assert!(cpu::try_attention(&qkv, h, scale, mask.as_ref()).unwrap().is_none());
+                generic_context(&qkv, h, scale, mask.as_ref()).unwrap()
             });
-            assert_eq!(bits(&forced), bits(&generic), "{dims:?} forced generic");
+            assert_eq!(bits(&forced), bits(&generic), "{:?} forced generic", (b, s, h, d));
         }
     }
 }

@@ -1,9 +1,9 @@
 //! CPU kernels: the projections' f32 GEMM (the crate's own, over weights packed at load, f32 or int8 codes),
 //! dynamic-int8 GEMM (AMX tiles where granted, else AVX-512 VNNI, both the crate's own, else weight-only on the f32
 //! kernel where the integer dot product is slow, else `rten-gemm`), whose epilogue adds bias, activation and a
-//! residual; attention's batched matmul, and the elementwise work around them — bias + activation, scaled masked
-//! softmax, layer norm — each one parallel (rayon) pass written
-//! so that LLVM vectorises it, compiled for AVX-512 / AVX2+FMA / baseline and picked at run time ([`Isa`],
+//! residual; attention (scores, softmax and context per head, in one pass over the projection's rows), and the
+//! elementwise work around them — bias + activation, layer norm — each one parallel (rayon) pass written so that
+//! LLVM vectorises it, compiled for AVX-512 / AVX2+FMA / baseline and picked at run time ([`Isa`],
 //! `dispatch!`). Called only by `crate::nn`, through the `try_…` functions and types re-exported here.
 
 use std::sync::Arc;
@@ -46,25 +46,23 @@ macro_rules! dispatch {
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
+mod attention;
 mod bias_act;
-mod gemm;
 mod int8;
 mod layer_norm;
 mod math;
 mod memory;
 mod packed;
-mod softmax;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 
+pub(crate) use attention::try_attention;
 pub(crate) use bias_act::{bias_then_act, plus_residual, try_bias_act};
-pub(crate) use gemm::{try_batched_matmul, Rhs};
 pub(crate) use int8::Int8Weight;
 pub(crate) use isa::{Isa, Level};
 pub(crate) use layer_norm::try_layer_norm;
 pub(crate) use memory::{retain_freed_memory, weight_buffer};
 pub(crate) use packed::PackedWeight;
-pub(crate) use softmax::try_scaled_masked_softmax;
 
 /// Whether the CPU has AVX-512 VNNI, where candle's GGML quantized kernels are fast.
 pub(crate) fn has_vnni512() -> bool {
@@ -277,21 +275,20 @@ mod tests {
     use crate::kernels::testing::with_kernels;
     use crate::kernels::Kernels;
 
-    /// Which of the three kernels accept inputs they all fit, under `kernels`.
-    fn accepted(kernels: Kernels) -> [bool; 4] {
+    /// Which of the kernels accept inputs they all fit, under `kernels`.
+    fn accepted(kernels: Kernels) -> [bool; 3] {
         let y = wave((3, 8), 2.0, 0.0, 0.0);
         let (w, b) = (
             Param::new(wave(8, 0.3, 0.2, 1.0)).unwrap(),
             Param::new(wave(8, 0.2, 0.9, 0.0)).unwrap(),
         );
-        let scores = wave((2, 3, 4, 5), 2.0, 0.0, 0.0);
+        let qkv = wave((2, 5, 12), 2.0, 0.0, 0.0);
         let mask = wave((2, 1, 1, 5), 1.0, 0.0, 0.0);
         with_kernels(kernels, || {
             [
                 try_bias_act(&y, Some(&b), Some(Activation::Gelu)).unwrap().is_some(),
-                try_scaled_masked_softmax(&scores, 0.5, Some(&mask)).unwrap().is_some(),
+                try_attention(&qkv, 2, 0.5, Some(&mask)).unwrap().is_some(),
                 try_layer_norm(&y, Some(&y), &w, &b, 1e-5).unwrap().is_some(),
-                try_batched_matmul(&scores, &scores, Rhs::Transposed).unwrap().is_some(),
             ]
         })
     }
@@ -300,13 +297,13 @@ mod tests {
     fn the_generic_switch_makes_every_try_decline() {
         assert_eq!(
             accepted(Kernels::Fused),
-            [true; 4],
-            "bias_act, softmax, layer_norm, batched_matmul take these inputs"
+            [true; 3],
+            "bias_act, attention, layer_norm take these inputs"
         );
         assert_eq!(
             accepted(Kernels::Generic),
-            [false; 4],
-            "bias_act, softmax, layer_norm, batched_matmul decline"
+            [false; 3],
+            "bias_act, attention, layer_norm decline"
         );
     }
 }
