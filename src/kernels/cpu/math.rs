@@ -8,22 +8,30 @@ const LANES: usize = 16;
 /// that it vectorises.
 #[inline(always)]
 pub(super) fn exp(x: f32) -> f32 {
+    exp_with::<false>(x)
+}
+
+/// [`exp`], its multiply-adds fused where `FMA` (the polynomial's chain then takes 9 instructions fewer: a third
+/// of the attention kernel's softmax on Zen 5). Only for code compiled with FMA: elsewhere `mul_add` is a call.
+#[inline(always)]
+pub(super) fn exp_with<const FMA: bool>(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const C1: f32 = 0.693_359_4;
     const C2: f32 = -2.121_944_4e-4;
     const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to the nearest integer
+    let madd = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
     let xc = x.clamp(-87.3, 88.0);
-    let t = xc * LOG2E + ROUND;
+    let t = madd(xc, LOG2E, ROUND);
     let n = t - ROUND;
     let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    let r = xc - n * C1 - n * C2;
+    let r = madd(-n, C2, madd(-n, C1, xc));
     let mut p = 1.987_569_1e-4f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 0.5;
-    let p = p * r * r + r + 1.0;
+    p = madd(p, r, 1.398_199_9e-3);
+    p = madd(p, r, 8.333_452e-3);
+    p = madd(p, r, 4.166_579_6e-2);
+    p = madd(p, r, 1.666_666_5e-1);
+    p = madd(p, r, 0.5);
+    let p = madd(p, r * r, r) + 1.0;
     let scale = f32::from_bits(((ni + 127) as u32) << 23);
     if x < -87.3 {
         0.0
@@ -105,10 +113,13 @@ pub(super) fn lane_update_max(row: &mut [f32], with: &[f32], f: impl Fn(f32, f32
     let (rows, _) = row.as_chunks_mut::<LANES>();
     let (withs, _) = with.as_chunks::<LANES>();
     for (r, w) in rows.iter_mut().zip(withs) {
+        // Whole arrays in and out: written value by value, the loop stayed scalar inside the attention kernel.
+        let mut v = *r;
         for i in 0..LANES {
-            r[i] = f(r[i], w[i]);
-            acc[i] = if r[i] > acc[i] { r[i] } else { acc[i] };
+            v[i] = f(v[i], w[i]);
+            acc[i] = if v[i] > acc[i] { v[i] } else { acc[i] };
         }
+        *r = v;
     }
     tree_fold(acc, |a, b| if a > b { a } else { b })
 }
@@ -197,9 +208,11 @@ mod tests {
         for i in -200_000..=200_000 {
             let x = i as f32 * 1e-4; // [-20, 20]
             let e = (x as f64).exp();
-            let rel = ((exp(x) as f64) - e).abs() / e.max(f64::MIN_POSITIVE);
-            if e > 1e-37 {
-                worst_exp = worst_exp.max(rel);
+            for value in [exp(x), exp_with::<true>(x)] {
+                let rel = ((value as f64) - e).abs() / e.max(f64::MIN_POSITIVE);
+                if e > 1e-37 {
+                    worst_exp = worst_exp.max(rel);
+                }
             }
             let g = 0.5 * x as f64 * (1.0 + candle_core::cpu::erf::erf_f64(x as f64 / std::f64::consts::SQRT_2));
             worst_gelu = worst_gelu.max((gelu_erf(x) as f64 - g).abs() / (1.0 + g.abs()));
@@ -210,9 +223,11 @@ mod tests {
         // f32 cancellation in 1 + erf near erf = −1 (torch's f32 gelu has the same): ≤ 1e-6 absolute.
         assert!(worst_gelu < 1.5e-6, "gelu err {worst_gelu:e}");
         assert!(worst_quick < 5e-7, "quick_gelu err {worst_quick:e}");
-        assert_eq!(exp(-1e30), 0.0);
-        assert_eq!(exp(f32::MIN), 0.0);
-        assert!(exp(1e30).is_finite());
+        for exp in [exp, exp_with::<true>] {
+            assert_eq!(exp(-1e30), 0.0);
+            assert_eq!(exp(f32::MIN), 0.0);
+            assert!(exp(1e30).is_finite());
+        }
     }
 
     #[test]
