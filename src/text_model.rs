@@ -11,7 +11,7 @@ use crate::config::{tower_config_from_dir, AltClipTextConfig};
 use crate::error::{Error, Result};
 use crate::nn::{FeedForward, LayerNorm, Linear, SelfAttention};
 use crate::options::Quantization;
-use crate::tower::{load_layers, EncoderLayer, Tower};
+use crate::tower::{load_layers, on_worker, EncoderLayer, Tower};
 use crate::weights::{CheckpointView, StoredRows};
 
 /// Word, position and token-type embeddings followed by layer norm (`AltRobertaEmbeddings`).
@@ -239,6 +239,18 @@ impl AltClipTextModel {
     /// `input_ids`: (batch, seq) of u32 or i64; `attention_mask`: same shape, 1 for real tokens and 0 for padding
     /// (any numeric dtype), or `None` for all ones.
     pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        output_hidden_states: bool,
+    ) -> Result<TextModelOutput> {
+        on_worker(self.device(), || {
+            self.forward_here(input_ids, attention_mask, output_hidden_states)
+        })
+    }
+
+    /// [`Self::forward`] on this thread.
+    fn forward_here(
         &self,
         input_ids: &Tensor,
         attention_mask: Option<&Tensor>,

@@ -12,7 +12,7 @@ use crate::config::{tower_config_from_dir, AltClipVisionConfig};
 use crate::error::{Error, Result};
 use crate::nn::{FeedForward, LayerNorm, Linear, SelfAttention};
 use crate::options::Quantization;
-use crate::tower::{load_layers, EncoderLayer, Tower};
+use crate::tower::{load_layers, on_worker, EncoderLayer, Tower};
 use crate::weights::CheckpointView;
 
 /// Patch, class and position embeddings (`AltCLIPVisionEmbeddings`).
@@ -274,6 +274,18 @@ impl AltClipVisionModel {
     /// Without `interpolate_pos_encoding` the input must be `image_size` square; with it, any size of at least one
     /// patch per side is accepted and the position embeddings are resized bicubically.
     pub fn forward(
+        &self,
+        pixel_values: &Tensor,
+        interpolate_pos_encoding: bool,
+        output_hidden_states: bool,
+    ) -> Result<VisionModelOutput> {
+        on_worker(self.device(), || {
+            self.forward_here(pixel_values, interpolate_pos_encoding, output_hidden_states)
+        })
+    }
+
+    /// [`Self::forward`] on this thread.
+    fn forward_here(
         &self,
         pixel_values: &Tensor,
         interpolate_pos_encoding: bool,

@@ -170,3 +170,45 @@ fn first_use_from_rayon_workers_loads_each_tower_once() {
         }
     }
 }
+
+/// A tower's forward runs on a worker of rayon's global pool (`tower::on_worker`), so first uses from more plain
+/// threads than the pool has workers wait for the load on those workers: the load runs on a thread and pool of its
+/// own and must finish, and every call gives what an eagerly loaded model gives.
+#[test]
+fn first_use_from_more_threads_than_workers_loads_and_agrees() {
+    let dir = fixture("tiny/st");
+    let dev = common::device();
+    let eager = AltClipModel::from_dir(&dir, candle_core::DType::F32, &dev).unwrap();
+    let ids = candle_core::Tensor::new(&[[0u32, 9, 17, 2]], &dev).unwrap();
+    let pixels = candle_core::Tensor::rand(0f32, 1f32, (1, 3, 30, 30), &dev).unwrap();
+    let flat =
+        |t: altclip::Result<candle_core::Tensor>| -> Vec<f32> { t.unwrap().flatten_all().unwrap().to_vec1().unwrap() };
+    let want = [
+        flat(eager.get_text_features(&ids, None)),
+        flat(eager.get_image_features(&pixels, false)),
+    ];
+    let callers = 4 * rayon::current_num_threads() + 2;
+    for _ in 0..3 {
+        let lazy = AltClipModel::from_dir(&dir, candle_core::DType::F32, &dev).unwrap();
+        let barrier = Barrier::new(callers);
+        let got: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..callers)
+                .map(|i| {
+                    let (lazy, barrier, ids, pixels) = (&lazy, &barrier, &ids, &pixels);
+                    s.spawn(move || {
+                        barrier.wait();
+                        let features = match i % 2 {
+                            0 => lazy.get_text_features(ids, None),
+                            _ => lazy.get_image_features(pixels, false),
+                        };
+                        (i % 2, flat(features))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (tower, features) in got {
+            assert_eq!(features, want[tower], "tower {tower}, {callers} callers");
+        }
+    }
+}
