@@ -171,9 +171,10 @@ fn first_use_from_rayon_workers_loads_each_tower_once() {
     }
 }
 
-/// A tower's forward runs on a worker of rayon's global pool (`tower::on_worker`), so first uses from more plain
-/// threads than the pool has workers wait for the load on those workers: the load runs on a thread and pool of its
-/// own and must finish, and every call gives what an eagerly loaded model gives.
+/// A tower's forward runs on a worker of rayon's global pool (`tower::on_worker`), so with more plain callers than
+/// workers, a worker waiting inside one forward takes other callers' whole forwards meanwhile. The first uses load
+/// each tower on the calling thread before its forward starts; every call, nested or not, gives what an eagerly
+/// loaded model gives, and none waits forever.
 #[test]
 fn first_use_from_more_threads_than_workers_loads_and_agrees() {
     let dir = fixture("tiny/st");
