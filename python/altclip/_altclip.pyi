@@ -10,8 +10,9 @@ __version__: str
 
 def retain_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the OS (allocations up to
-    1 GiB from its heaps, a heap's free top kept): each layer's large output is then not faulted in and zeroed
-    again. Call once, at the start of a process that embeds (e.g. in a Ray actor's constructor), before loading.
+    1 GiB from its heaps, a heap's free top kept, threads started afterwards on the main arena): each layer's large
+    output is then not faulted in and zeroed again. Call once, at the start of a process that embeds (e.g. in a Ray
+    actor's constructor), before the first ``Embedder``: the native threads that run the forwards start with it.
     Returns whether malloc took the settings; ``False`` off glibc, where nothing changes."""
 
 ImageItem = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview]

@@ -44,16 +44,28 @@ const MMAP_THRESHOLD: libc::c_int = 1 << 30;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const TRIM_THRESHOLD: libc::c_int = libc::c_int::MAX;
 
-/// [`crate::process::retain_freed_memory`]: whether glibc's malloc took both settings (`false` off glibc).
+/// One arena, the main one, for every thread created after the setting: a thread's own arena lives in heaps of at
+/// most 64 MiB, and glibc unmaps such a heap once all of it is free, whatever the trim threshold; so a forward run
+/// on a rayon worker ([`crate::tower`]) faulted its large outputs in again on every call.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const ARENA_MAX: libc::c_int = 1;
+
+/// [`crate::process::retain_freed_memory`]: whether glibc's malloc took all three settings (`false` off glibc).
 pub(crate) fn retain_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: mallopt takes two integers and only changes the thresholds malloc consults on later calls; it
-        // returns 1 on success, 0 for a value it rejects.
-        let mmap = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) } == 1;
-        // SAFETY: as above.
-        let trim = unsafe { libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD) } == 1;
-        mmap && trim
+        let settings = [
+            (libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+            (libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+            (libc::M_ARENA_MAX, ARENA_MAX),
+        ];
+        let mut took = true;
+        for (param, value) in settings {
+            // SAFETY: mallopt takes two integers and only changes the values malloc consults on later calls; it
+            // returns 1 on success, 0 for a value it rejects.
+            took &= unsafe { libc::mallopt(param, value) } == 1;
+        }
+        took
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
