@@ -581,8 +581,9 @@ fn run_slices<const W: usize, const FMA: bool, S: PanelSlices>(job: Job, block: 
             let bp = slices.slice::<W>((at, steps * W), j0, buffer);
             for i0 in (block.rows.0..rows).step_by(MR) {
                 let ap = &a[(i0 / MR) * depth * MR + k0 * MR..][..steps * MR];
-                let acc = tile::<W, FMA>(ap, bp);
                 let corner = (i0, j0, MR.min(rows - i0), width);
+                prefetch_operands(out, corner, pass, epilogue);
+                let acc = tile::<W, FMA>(ap, bp);
                 store(&acc, out, corner, pass, epilogue);
             }
         }
@@ -662,6 +663,41 @@ fn tile<const W: usize, const FMA: bool>(a: &[f32], b: &[f32]) -> [[f32; W]; MR]
         }
     }
     acc
+}
+
+/// Asks for the lines [`store`] will read after the tile, so that their misses overlap its products instead of
+/// stalling the store: the output's rows after the first pass, the residual's in the last.
+#[inline(always)]
+fn prefetch_operands(
+    out: Output,
+    (row, col, height, width): (usize, usize, usize, usize),
+    pass: Pass,
+    epilogue: Epilogue,
+) {
+    for i in 0..height {
+        let at = (row + i) * out.width + col;
+        for j in (0..width).step_by(LINE) {
+            if !pass.first {
+                // The output's values at `at + j` lie inside its buffer (as in `store`).
+                prefetch(out.ptr.wrapping_add(at + j));
+            }
+            if let Some(value) = epilogue.residual.filter(|_| pass.last).and_then(|r| r.get(at + j)) {
+                prefetch(value);
+            }
+        }
+    }
+}
+
+/// A hint to bring the cache line holding `at` into L1 (none off x86-64).
+#[inline(always)]
+fn prefetch<T>(at: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing architecturally and cannot fault, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 /// Writes (or adds) a tile's `height` × `width` values at (`row`, `col`) of the output; after the last pass, applies
