@@ -206,7 +206,8 @@ fn device_name(location: DeviceLocation) -> String {
 }
 
 /// Asks glibc's malloc to keep freed memory for reuse (`altclip::process::retain_freed_memory`): for a process that
-/// embeds (a Ray or Spark worker), 15–25 % faster large batches on the CPU; `False` off glibc, where nothing changes.
+/// embeds (a Ray or Spark worker), 15–25 % faster large batches on the CPU; call it before the first `Embedder`, so
+/// that the threads running the forwards start under it. `False` off glibc, where nothing changes.
 #[pyfunction]
 fn retain_freed_memory() -> bool {
     altclip::process::retain_freed_memory()
