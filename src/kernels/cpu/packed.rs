@@ -675,12 +675,13 @@ fn prefetch_operands(
     pass: Pass,
     epilogue: Epilogue,
 ) {
+    let residual = epilogue.residual.filter(|_| pass.last);
     for i in 0..height {
         let at = (row + i) * out.width + col;
         for j in (0..width).step_by(LINE) {
             // The output's values at `at + j` lie inside its buffer (as in `store`).
             prefetch(out.ptr.wrapping_add(at + j));
-            if let Some(value) = epilogue.residual.filter(|_| pass.last).and_then(|r| r.get(at + j)) {
+            if let Some(value) = residual.and_then(|r| r.get(at + j)) {
                 prefetch(value);
             }
         }
