@@ -304,23 +304,32 @@ pub(super) struct Dequantize<'a> {
     pub(super) epilogue: Epilogue<'a>,
 }
 
+/// The widest tile the crate's integer kernels hand to [`Dequantize::write`]: VNNI's 64 columns (AMX's are 32).
+#[cfg(target_arch = "x86_64")]
+pub(super) const MAX_TILE_COLS: usize = 64;
+
 #[cfg(target_arch = "x86_64")]
 impl Dequantize<'_> {
     /// Writes the `height` × `width` corner of `sums` (rows of `pitch`), dequantized and through the epilogue, at
-    /// (`row`, `col`) of `out`. The caller's task owns that part of the output (`packed::task_blocks`).
+    /// (`row`, `col`) of `out`; `width` is at most [`MAX_TILE_COLS`]. The caller's task owns that part of the
+    /// output (`packed::task_blocks`).
     #[inline(always)]
     pub(super) fn write(&self, sums: &[i32], pitch: usize, out: Output, corner: (usize, usize, usize, usize)) {
         let (row, col, height, width) = corner;
         let (scales, code_sums) = (&self.scales[col..col + width], &self.code_sums[col..col + width]);
+        // Each row is finished in a local and written once, not written, read back for the epilogue and written
+        // again (VNNI, 2056 × 1024 × 4096 with quick_gelu, out of cache: 12 % of the op on a Zen 4).
+        let mut local = [0f32; MAX_TILE_COLS];
+        let values = &mut local[..width];
         for (i, acc) in sums.chunks_exact(pitch).enumerate().take(height) {
             let (row_scale, zero) = (self.row_scales[row + i], i32::from(self.zeros[row + i]));
-            // SAFETY: (row + i, col .. col + width) lies inside the output and inside the calling task's block,
-            // which no other task writes.
-            let dst = unsafe { std::slice::from_raw_parts_mut(out.ptr.add((row + i) * out.width + col), width) };
-            for (((d, &a), &s), &c) in dst.iter_mut().zip(acc).zip(scales).zip(code_sums) {
-                *d = dequantize(a, (row_scale, zero), (s, c));
+            for (((v, &a), &s), &c) in values.iter_mut().zip(acc).zip(scales).zip(code_sums) {
+                *v = dequantize(a, (row_scale, zero), (s, c));
             }
-            self.epilogue.apply(dst, (row + i, col), out.width);
+            self.epilogue.apply(values, (row + i, col), out.width);
+            // SAFETY: (row + i, col .. col + width) lies inside the output and inside the calling task's block,
+            // which no other task writes; `values` is a local of `width` values.
+            unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out.ptr.add((row + i) * out.width + col), width) };
         }
     }
 }

@@ -582,7 +582,7 @@ fn run_slices<const W: usize, const FMA: bool, S: PanelSlices>(job: Job, block: 
             for i0 in (block.rows.0..rows).step_by(MR) {
                 let ap = &a[(i0 / MR) * depth * MR + k0 * MR..][..steps * MR];
                 let corner = (i0, j0, MR.min(rows - i0), width);
-                prefetch_operands(out, corner, pass, epilogue);
+                prefetch_operands(out, corner, epilogue.residual.filter(|_| pass.last));
                 let acc = tile::<W, FMA>(ap, bp);
                 store(&acc, out, corner, pass, epilogue);
             }
@@ -665,17 +665,16 @@ fn tile<const W: usize, const FMA: bool>(a: &[f32], b: &[f32]) -> [[f32; W]; MR]
     acc
 }
 
-/// Asks for the lines [`store`] will touch after the tile, so that their misses overlap its products instead of
-/// stalling the store: the output's rows (read after the first pass, written in every one) and, in the last pass,
-/// the residual's.
+/// Asks for the lines a tile's store will touch after its products, so that their misses overlap the products
+/// instead of stalling the store: the output's rows at `corner` and, where given, the residual's (this kernel's
+/// [`store`] reads the output after the first pass and writes it in every one, and adds the residual in the last;
+/// the integer kernels write once).
 #[inline(always)]
-fn prefetch_operands(
+pub(super) fn prefetch_operands(
     out: Output,
     (row, col, height, width): (usize, usize, usize, usize),
-    pass: Pass,
-    epilogue: Epilogue,
+    residual: Option<&[f32]>,
 ) {
-    let residual = epilogue.residual.filter(|_| pass.last);
     for i in 0..height {
         let at = (row + i) * out.width + col;
         for j in (0..width).step_by(LINE) {

@@ -11,7 +11,7 @@ use std::arch::x86_64::{
 use rayon::prelude::*;
 
 use super::int8::Dequantize;
-use super::packed::{task_blocks, Block, Output};
+use super::packed::{prefetch_operands, task_blocks, Block, Output};
 use super::weight_buffer;
 
 /// Columns of one panel: one 512-bit register of i32 sums; also the rows of an AMX tile.
@@ -239,6 +239,11 @@ fn tile<const N: usize>(
         &b[..(N - 1) * panel_len + groups * GROUP_BYTES],
     );
     let partial = &mut partial[..MR * NR * PANEL_COLS];
+    let last = slice.start + slice.len == slice.depth;
+    if last {
+        // The lines `write` will touch, asked for while the products run (3-5 % of the op, Zen 4, 616 rows).
+        prefetch_operands(job.out, corner, job.dq.epilogue.residual);
+    }
     let mut acc = [[_mm512_setzero_si512(); N]; MR];
     if slice.start > 0 {
         for (row, acc) in partial.chunks_exact(NR * PANEL_COLS).zip(&mut acc) {
@@ -269,7 +274,7 @@ fn tile<const N: usize>(
             unsafe { _mm512_storeu_si512(dst.as_mut_ptr().cast(), *v) };
         }
     }
-    if slice.start + slice.len == slice.depth {
+    if last {
         job.dq.write(partial, NR * PANEL_COLS, job.out, corner);
     }
 }
