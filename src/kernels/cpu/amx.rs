@@ -7,7 +7,7 @@
 use std::arch::asm;
 use std::sync::OnceLock;
 
-use super::int8::Dequantize;
+use super::int8::{Dequantize, MAX_TILE_COLS};
 use super::packed::Block;
 use super::vnni::{CodePanels, Job, DEPTH_STEP, PANEL_COLS, WIDTH_STEP};
 use super::Isa;
@@ -20,6 +20,8 @@ const TILE_DEPTH: usize = DEPTH_STEP;
 const TILE_BYTES: usize = TILE_ROWS * TILE_DEPTH;
 /// Output columns of one block: two weight tiles side by side, the packed weight's width step.
 const BLOCK_COLS: usize = WIDTH_STEP;
+// `Dequantize::write` finishes a tile's rows in a local this wide.
+const _: () = assert!(BLOCK_COLS <= MAX_TILE_COLS);
 /// Input rows one task covers: its codes (MC × the depth, ≤ 512 KiB at depth 4096) stay in L2 while the block's
 /// weight tiles pass.
 const MC: usize = 128;

@@ -10,7 +10,7 @@ use std::arch::x86_64::{
 
 use rayon::prelude::*;
 
-use super::int8::Dequantize;
+use super::int8::{Dequantize, MAX_TILE_COLS};
 use super::packed::{prefetch_operands, task_blocks, Block, Output};
 use super::weight_buffer;
 
@@ -27,6 +27,8 @@ pub(super) const WIDTH_STEP: usize = 2 * PANEL_COLS;
 pub(super) const MR: usize = 6;
 /// Panels of the wide register tile (64 columns); a 32-column rest takes the narrow tile of [`NR_NARROW`].
 const NR: usize = 4;
+// `Dequantize::write` finishes a tile's rows in a local this wide.
+const _: () = assert!(NR * PANEL_COLS <= MAX_TILE_COLS);
 const NR_NARROW: usize = 2;
 /// Depth of one slice: a 64-column group's slice of panels is 32 KiB, in L1 while the tiles pass (5-13 % faster
 /// than the whole depth at depth 1024, within 4 % at 4096, Xeon Emerald Rapids; 256 was no better).
