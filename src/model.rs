@@ -171,10 +171,11 @@ impl AltClipModel {
     }
 
     /// Projected (not normalised) text features: `text_projection(token 0 of the text tower's output)`,
-    /// (batch, projection_dim).
+    /// (batch, projection_dim). The tower's last layer runs for token 0 alone
+    /// ([`AltClipTextModel::pooled_output`]).
     pub fn get_text_features(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
-        let out = self.text_model()?.forward(input_ids, attention_mask, false)?;
-        self.text_projection.forward(&out.pooler_output)
+        let pooled = self.text_model()?.pooled_output(input_ids, attention_mask)?;
+        self.text_projection.forward(&pooled)
     }
 
     /// Projected text features of unpadded token id lists (`<s> … </s>` each, as
@@ -228,12 +229,13 @@ impl AltClipModel {
         Ok(sorted.index_select(&inverse, 0)?)
     }
 
-    /// Projected (not normalised) image features: `visual_projection(pooled output)`, (batch, projection_dim).
+    /// Projected (not normalised) image features: `visual_projection(pooled output)`, (batch, projection_dim). The
+    /// tower's last layer runs for the class token alone ([`AltClipVisionModel::pooled_output`]).
     pub fn get_image_features(&self, pixel_values: &Tensor, interpolate_pos_encoding: bool) -> Result<Tensor> {
-        let out = self
+        let pooled = self
             .vision_model()?
-            .forward(pixel_values, interpolate_pos_encoding, false)?;
-        self.visual_projection.forward(&out.pooler_output)
+            .pooled_output(pixel_values, interpolate_pos_encoding)?;
+        self.visual_projection.forward(&pooled)
     }
 
     /// Runs both towers and computes CLIP logits, normalised embeddings and (optionally) the contrastive loss.

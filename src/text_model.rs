@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::{tower_config_from_dir, AltClipTextConfig};
 use crate::error::{Error, Result};
-use crate::nn::{FeedForward, LayerNorm, Linear, SelfAttention};
+use crate::nn::{FeedForward, LayerNorm, Linear, Queries, SelfAttention};
 use crate::options::Quantization;
 use crate::tower::{load_layers, on_worker, EncoderLayer, Tower};
 use crate::weights::{CheckpointView, StoredRows};
@@ -122,9 +122,11 @@ impl TextLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let attn = self.attention.forward(x, Some(mask))?;
-        let x = self.attention_norm.forward_residual(&attn, x)?;
+    /// The layer's output for the tokens `queries` names (post-LN: `norm(x + attention(x))`, then
+    /// `norm(· + ffn(·))`, each residual add fused into its norm).
+    fn forward(&self, x: &Tensor, mask: &Tensor, queries: Queries) -> Result<Tensor> {
+        let attn = self.attention.forward(x, Some(mask), queries)?;
+        let x = self.attention_norm.forward_residual(&attn, &queries.rows(x)?)?;
         let y = self.ffn.forward(&x)?;
         self.output_norm.forward_residual(&y, &x)
     }
@@ -249,6 +251,17 @@ impl AltClipTextModel {
         })
     }
 
+    /// The pooler output alone, (batch, project_dim): [`Self::forward`]'s `pooler_output`, with the last layer,
+    /// `pre_LN` and `transformation` run for token 0 only, all that the pooled output reads of them (the other
+    /// tokens still give it their keys and values). What [`crate::AltClipModel::get_text_features`] runs: 3-4 %
+    /// less work than the whole tower at 16 tokens and more.
+    pub fn pooled_output(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        on_worker(self.device(), || {
+            let (x, _) = self.encode(input_ids, attention_mask, false, Queries::First)?;
+            Ok(self.transformation.forward(&self.pre_ln.forward(&x)?)?.squeeze(1)?)
+        })
+    }
+
     /// [`Self::forward`] on this thread.
     fn forward_here(
         &self,
@@ -256,16 +269,7 @@ impl AltClipTextModel {
         attention_mask: Option<&Tensor>,
         output_hidden_states: bool,
     ) -> Result<TextModelOutput> {
-        let (ids, host_ids, position_ids) = self.prepare_ids(input_ids)?;
-        let mask = self.additive_mask(input_ids, attention_mask)?;
-        let mut x = self.embeddings.forward(&ids, &host_ids, &position_ids)?;
-        let mut hidden_states = output_hidden_states.then(|| vec![x.clone()]);
-        for layer in &self.layers {
-            x = layer.forward(&x, &mask)?;
-            if let Some(hs) = hidden_states.as_mut() {
-                hs.push(x.clone());
-            }
-        }
+        let (x, hidden_states) = self.encode(input_ids, attention_mask, output_hidden_states, Queries::All)?;
         let projected = self.transformation.forward(&self.pre_ln.forward(&x)?)?;
         let pooled = projected.narrow(1, 0, 1)?.squeeze(1)?;
         Ok(TextModelOutput {
@@ -273,6 +277,30 @@ impl AltClipTextModel {
             pooler_output: pooled,
             hidden_states,
         })
+    }
+
+    /// The encoder's output for the tokens `last` names (the last layer's queries): (batch, seq or 1, hidden);
+    /// and with `output_hidden_states`, the embeddings' and every layer's output.
+    fn encode(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        output_hidden_states: bool,
+        last: Queries,
+    ) -> Result<(Tensor, Option<Vec<Tensor>>)> {
+        let (ids, host_ids, position_ids) = self.prepare_ids(input_ids)?;
+        let mask = self.additive_mask(input_ids, attention_mask)?;
+        let mut x = self.embeddings.forward(&ids, &host_ids, &position_ids)?;
+        let mut hidden_states = output_hidden_states.then(|| vec![x.clone()]);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let queries = if i + 1 == self.layers.len() { last } else { Queries::All };
+            x = layer.forward(&x, &mask, queries)?;
+            if let Some(hs) = hidden_states.as_mut() {
+                hs.push(x.clone());
+            }
+        }
+        // Without layers, the embeddings' rows.
+        Ok((last.rows(&x)?, hidden_states))
     }
 
     /// Checks `input_ids` and computes position ids as transformers' `create_position_ids_from_input_ids` does:

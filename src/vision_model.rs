@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::{tower_config_from_dir, AltClipVisionConfig};
 use crate::error::{Error, Result};
-use crate::nn::{FeedForward, LayerNorm, Linear, SelfAttention};
+use crate::nn::{FeedForward, LayerNorm, Linear, Queries, SelfAttention};
 use crate::options::Quantization;
 use crate::tower::{load_layers, on_worker, EncoderLayer, Tower};
 use crate::weights::CheckpointView;
@@ -168,11 +168,12 @@ impl VisionLayer {
         })
     }
 
-    /// `x + attention(ln1(x))`, then that `+ mlp(ln2(·))`: each residual add in its projection's epilogue.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x + attention(ln1(x))`, then that `+ mlp(ln2(·))`, for the tokens `queries` names: each residual add in
+    /// its projection's epilogue.
+    fn forward(&self, x: &Tensor, queries: Queries) -> Result<Tensor> {
         let x = self
             .attention
-            .forward_residual(&self.layer_norm1.forward(x)?, None, x)?;
+            .forward_residual(&self.layer_norm1.forward(x)?, None, &queries.rows(x)?, queries)?;
         self.mlp.forward_residual(&self.layer_norm2.forward(&x)?, &x)
     }
 }
@@ -284,6 +285,16 @@ impl AltClipVisionModel {
         })
     }
 
+    /// The pooler output alone, (batch, hidden): [`Self::forward`]'s `pooler_output`, with the last layer run for
+    /// the class token only, all that the pooled output reads of it (the patches still give it their keys and
+    /// values). What [`crate::AltClipModel::get_image_features`] runs: about 3 % less work than the whole tower.
+    pub fn pooled_output(&self, pixel_values: &Tensor, interpolate_pos_encoding: bool) -> Result<Tensor> {
+        on_worker(self.device(), || {
+            let (x, _) = self.encode(pixel_values, interpolate_pos_encoding, false, Queries::First)?;
+            self.post_layernorm.forward(&x.squeeze(1)?)
+        })
+    }
+
     /// [`Self::forward`] on this thread.
     fn forward_here(
         &self,
@@ -291,24 +302,44 @@ impl AltClipVisionModel {
         interpolate_pos_encoding: bool,
         output_hidden_states: bool,
     ) -> Result<VisionModelOutput> {
-        self.check_pixels(pixel_values, interpolate_pos_encoding)?;
-        let x = self
-            .embeddings
-            .forward(&pixel_values.to_device(self.device())?, interpolate_pos_encoding)?;
-        let mut x = self.pre_layrnorm.forward(&x)?;
-        let mut hidden_states = output_hidden_states.then(|| vec![x.clone()]);
-        for layer in &self.layers {
-            x = layer.forward(&x)?;
-            if let Some(hs) = hidden_states.as_mut() {
-                hs.push(x.clone());
-            }
-        }
+        let (x, hidden_states) = self.encode(
+            pixel_values,
+            interpolate_pos_encoding,
+            output_hidden_states,
+            Queries::All,
+        )?;
         let pooled = self.post_layernorm.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
         Ok(VisionModelOutput {
             last_hidden_state: x,
             pooler_output: pooled,
             hidden_states,
         })
+    }
+
+    /// The encoder's output for the tokens `last` names (the last layer's queries): (batch, tokens or 1, hidden);
+    /// and with `output_hidden_states`, `pre_layrnorm`'s and every layer's output.
+    fn encode(
+        &self,
+        pixel_values: &Tensor,
+        interpolate_pos_encoding: bool,
+        output_hidden_states: bool,
+        last: Queries,
+    ) -> Result<(Tensor, Option<Vec<Tensor>>)> {
+        self.check_pixels(pixel_values, interpolate_pos_encoding)?;
+        let x = self
+            .embeddings
+            .forward(&pixel_values.to_device(self.device())?, interpolate_pos_encoding)?;
+        let mut x = self.pre_layrnorm.forward(&x)?;
+        let mut hidden_states = output_hidden_states.then(|| vec![x.clone()]);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let queries = if i + 1 == self.layers.len() { last } else { Queries::All };
+            x = layer.forward(&x, queries)?;
+            if let Some(hs) = hidden_states.as_mut() {
+                hs.push(x.clone());
+            }
+        }
+        // Without layers, `pre_layrnorm`'s rows.
+        Ok((last.rows(&x)?, hidden_states))
     }
 
     fn check_pixels(&self, pixel_values: &Tensor, interpolate: bool) -> Result<()> {

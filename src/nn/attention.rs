@@ -6,6 +6,33 @@ use super::Linear;
 use crate::error::{Error, Result};
 use crate::kernels::cpu;
 
+/// Which tokens a layer computes outputs for: all of them, or each sequence's first alone — all that a pooled
+/// output reads of the last layer (transformers computes every token's and keeps `[:, 0]`; each token's output
+/// depends on the others only through the keys and values, which are still computed for all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queries {
+    All,
+    First,
+}
+
+impl Queries {
+    /// How many of a sequence's `seq` tokens.
+    fn count(self, seq: usize) -> usize {
+        match self {
+            Queries::All => seq,
+            Queries::First => seq.min(1),
+        }
+    }
+
+    /// The rows of `x` (batch, seq, …) whose outputs are computed: `x`, or its first token's, (batch, 1, …).
+    pub(crate) fn rows(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Queries::All => x.clone(),
+            Queries::First => x.narrow(1, 0, 1)?,
+        })
+    }
+}
+
 /// Multi-head self-attention with q, k and v fused into one projection at load time.
 #[derive(Debug, Clone)]
 pub(crate) struct SelfAttention {
@@ -39,46 +66,56 @@ impl SelfAttention {
         [&mut self.qkv, &mut self.out]
     }
 
-    /// `x`: (batch, seq, hidden); `mask`: additive f32, broadcastable to (batch, heads, seq, seq).
-    pub(crate) fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        self.out.forward(&self.context(x, mask)?)
+    /// `x`: (batch, seq, hidden); `mask`: additive f32, broadcastable to (batch, heads, seq, seq). The outputs of
+    /// the tokens `queries` names: (batch, seq or 1, hidden).
+    pub(crate) fn forward(&self, x: &Tensor, mask: Option<&Tensor>, queries: Queries) -> Result<Tensor> {
+        self.out.forward(&self.context(x, mask, queries)?)
     }
 
-    /// `forward(x, mask) + residual`, the add in the output projection's epilogue (see
-    /// [`Linear::forward_residual`]).
-    pub(crate) fn forward_residual(&self, x: &Tensor, mask: Option<&Tensor>, residual: &Tensor) -> Result<Tensor> {
-        self.out.forward_residual(&self.context(x, mask)?, residual)
+    /// `forward(x, mask, queries) + residual`, the add in the output projection's epilogue (see
+    /// [`Linear::forward_residual`]); `residual` has the output's shape.
+    pub(crate) fn forward_residual(
+        &self,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        residual: &Tensor,
+        queries: Queries,
+    ) -> Result<Tensor> {
+        self.out.forward_residual(&self.context(x, mask, queries)?, residual)
     }
 
-    /// The heads' attention outputs, (batch, seq, hidden): the output projection's input. The CPU kernel reads q,
-    /// k and v where the projection wrote them; elsewhere candle's ops run on per-head copies.
-    fn context(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// The heads' attention outputs for the tokens `queries` names, (batch, seq or 1, hidden): the output
+    /// projection's input. The CPU kernel reads q, k and v where the projection wrote them; elsewhere candle's ops
+    /// run on per-head copies.
+    fn context(&self, x: &Tensor, mask: Option<&Tensor>, queries: Queries) -> Result<Tensor> {
         let qkv = self.qkv.forward(x)?;
-        match cpu::try_attention(&qkv, self.num_heads, self.scale, mask)? {
+        let count = queries.count(qkv.dim(1)?);
+        match cpu::try_attention(&qkv, self.num_heads, self.scale, mask, count)? {
             Some(ctx) => Ok(ctx),
-            None => generic_context(&qkv, self.num_heads, self.scale, mask),
+            None => generic_context(&qkv, self.num_heads, self.scale, mask, count),
         }
     }
 }
 
-/// [`SelfAttention::context`] in candle's ops from the fused projection's (batch, seq, 3·hidden) output: q, k and
-/// v copied head-major, `softmax(scale·q·kᵀ + mask)·v` (candle's fused `sdpa` on Metal), heads put back side by
-/// side.
-fn generic_context(qkv: &Tensor, heads: usize, scale: f64, mask: Option<&Tensor>) -> Result<Tensor> {
+/// [`SelfAttention::context`] in candle's ops from the fused projection's (batch, seq, 3·hidden) output: q (of the
+/// first `queries` tokens), k and v copied head-major, `softmax(scale·q·kᵀ + mask)·v` (candle's fused `sdpa` on
+/// Metal), heads put back side by side: (batch, queries, hidden).
+fn generic_context(qkv: &Tensor, heads: usize, scale: f64, mask: Option<&Tensor>, queries: usize) -> Result<Tensor> {
     let (b, s, width) = qkv.dims3()?;
     let hidden = width / 3;
     let qkv = qkv
         .reshape((b, s, 3, heads, hidden / heads))?
         .permute((2, 0, 3, 1, 4))?;
-    let part = |i: usize| -> Result<Tensor> { Ok(qkv.get(i)?.contiguous()?) };
-    let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-    let ctx = if q.device().is_metal() {
+    let part = |i: usize, tokens: usize| -> Result<Tensor> { Ok(qkv.get(i)?.narrow(2, 0, tokens)?.contiguous()?) };
+    let (q, k, v) = (part(0, queries)?, part(1, s)?, part(2, s)?);
+    // candle's one-query `sdpa` (its vector kernel) ignores the mask: a masked single query takes the generic ops.
+    let ctx = if q.device().is_metal() && (queries > 1 || mask.is_none()) {
         metal_sdpa(&q, &k, &v, mask, scale)?
     } else {
         let scores = (q.matmul(&k.t()?)? * scale)?;
         masked_softmax_f32(&scores, mask)?.matmul(&v)?
     };
-    Ok(ctx.transpose(1, 2)?.reshape((b, s, hidden))?)
+    Ok(ctx.transpose(1, 2)?.reshape((b, queries, hidden))?)
 }
 
 /// candle's fused Metal attention (`candle_nn::ops::sdpa`), which wants the mask expanded to
@@ -131,14 +168,25 @@ mod tests {
                 ((1.0 - keep.to_dtype(DType::F32).unwrap()).unwrap() * f64::from(f32::MIN)).unwrap()
             });
             let scale = (d as f64).powf(-0.5);
-            let fused = cpu::try_attention(&qkv, h, scale, mask.as_ref()).unwrap().unwrap();
-            let generic = generic_context(&qkv, h, scale, mask.as_ref()).unwrap();
-            assert_close(&format!("{:?}", (b, s, h, d)), &fused, &generic, 1e-6);
-            let forced = with_kernels(Kernels::Generic, || {
-                assert!(cpu::try_attention(&qkv, h, scale, mask.as_ref()).unwrap().is_none());
-                generic_context(&qkv, h, scale, mask.as_ref()).unwrap()
-            });
-            assert_eq!(bits(&forced), bits(&generic), "{:?} forced generic", (b, s, h, d));
+            for queries in [s, 1] {
+                let what = format!("{:?} {queries} queries", (b, s, h, d));
+                let fused = cpu::try_attention(&qkv, h, scale, mask.as_ref(), queries)
+                    .unwrap()
+                    .unwrap();
+                let generic = generic_context(&qkv, h, scale, mask.as_ref(), queries).unwrap();
+                assert_close(&what, &fused, &generic, 1e-6);
+                let forced = with_kernels(Kernels::Generic, || {
+                    assert!(cpu::try_attention(&qkv, h, scale, mask.as_ref(), queries)
+                        .unwrap()
+                        .is_none());
+                    generic_context(&qkv, h, scale, mask.as_ref(), queries).unwrap()
+                });
+                assert_eq!(bits(&forced), bits(&generic), "{what}: forced generic");
+            }
+            // The first query alone is the first row of every query's.
+            let every = generic_context(&qkv, h, scale, mask.as_ref(), s).unwrap();
+            let first = generic_context(&qkv, h, scale, mask.as_ref(), 1).unwrap();
+            assert_close("first of every", &first, &every.narrow(1, 0, 1).unwrap(), 1e-6);
         }
     }
 }

@@ -8,7 +8,7 @@ mod layer_norm;
 mod linear;
 mod mlp;
 
-pub(crate) use attention::SelfAttention;
+pub(crate) use attention::{Queries, SelfAttention};
 pub(crate) use layer_norm::LayerNorm;
 pub(crate) use linear::Linear;
 pub(crate) use mlp::FeedForward;

@@ -1,7 +1,7 @@
 //! Attention's core, `softmax(scale·q·kᵀ + mask)·v`, fused per (batch, head) over the fused projection's rows:
 //! each task packs its head's keys and values once into register-tile panels (in L2), then for every 6 queries
 //! computes their scores, softmax and context in one pass through an L1 buffer, writing the context straight into
-//! the output projection's (batch, seq, hidden) input. No scores tensor, no transposes ([`try_attention`]).
+//! the output projection's (batch, queries, hidden) input. No scores tensor, no transposes ([`try_attention`]).
 
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
@@ -20,13 +20,15 @@ const WIDE: usize = 64;
 /// otherwise fill a 64-wide panel with one key).
 const NARROW: usize = 16;
 
-/// The shape of one attention call: batch, sequence, heads, head size.
+/// The shape of one attention call: batch, sequence (keys), heads, head size, and the queries computed: each
+/// sequence's first `queries` tokens (all of them, or the first alone where only it is read on).
 #[derive(Debug, Clone, Copy)]
 struct Dims {
     batch: usize,
     seq: usize,
     heads: usize,
     head_dim: usize,
+    queries: usize,
 }
 
 impl Dims {
@@ -43,17 +45,23 @@ impl Dims {
 
 /// The fused attention on `qkv` (batch, seq, 3·hidden) — q, k and v side by side as the fused projection writes
 /// them, heads of `hidden / heads` within each — with `mask` additive over keys, (batch | 1, 1, 1, seq), read in
-/// f32: the heads' contexts as (batch, seq, hidden). `None` where it does not apply: the generic path forced
-/// ([`crate::kernels::Kernels`]), `qkv` not f32 on the CPU, a width not 3 × heads × head size, a mask of
-/// another shape or device.
-pub(crate) fn try_attention(qkv: &Tensor, heads: usize, scale: f64, mask: Option<&Tensor>) -> Result<Option<Tensor>> {
+/// f32: the heads' contexts of each sequence's first `queries` tokens, (batch, queries, hidden). `None` where it
+/// does not apply: the generic path forced ([`crate::kernels::Kernels`]), `qkv` not f32 on the CPU, a width not
+/// 3 × heads × head size, `queries` not in 1..=seq, a mask of another shape or device.
+pub(crate) fn try_attention(
+    qkv: &Tensor,
+    heads: usize,
+    scale: f64,
+    mask: Option<&Tensor>,
+    queries: usize,
+) -> Result<Option<Tensor>> {
     if kernels::selected()? == Kernels::Generic || !qkv.device().is_cpu() || qkv.dtype() != DType::F32 {
         return Ok(None);
     }
     let &[batch, seq, width] = qkv.dims() else {
         return Ok(None);
     };
-    if heads == 0 || !width.is_multiple_of(3 * heads) || seq == 0 {
+    if heads == 0 || !width.is_multiple_of(3 * heads) || seq == 0 || !(1..=seq).contains(&queries) {
         return Ok(None);
     }
     let dims = Dims {
@@ -61,6 +69,7 @@ pub(crate) fn try_attention(qkv: &Tensor, heads: usize, scale: f64, mask: Option
         seq,
         heads,
         head_dim: width / (3 * heads),
+        queries,
     };
     let mask = match mask {
         None => None,
@@ -76,13 +85,17 @@ pub(crate) fn try_attention(qkv: &Tensor, heads: usize, scale: f64, mask: Option
     let Some(ctx) = with_host_f32(qkv, |values| attend(values, dims, scale as f32, mask.as_deref(), isa))? else {
         return Ok(None);
     };
-    Ok(Some(Tensor::from_vec(ctx, (batch, seq, dims.hidden()), qkv.device())?))
+    Ok(Some(Tensor::from_vec(
+        ctx,
+        (batch, queries, dims.hidden()),
+        qkv.device(),
+    )?))
 }
 
-/// The contexts of every (batch, head), one parallel task each, into a new (batch·seq, hidden) buffer written once.
-/// `mask`: `seq` values per batch, or one set for all.
+/// The contexts of every (batch, head), one parallel task each, into a new (batch·queries, hidden) buffer written
+/// once. `mask`: `seq` values per batch, or one set for all.
 fn attend(qkv: &[f32], dims: Dims, scale: f32, mask: Option<&[f32]>, isa: Isa) -> Vec<f32> {
-    let len = dims.batch * dims.seq * dims.hidden();
+    let len = dims.batch * dims.queries * dims.hidden();
     let mut ctx: Vec<f32> = Vec::with_capacity(len);
     let out = Output {
         ptr: ctx.as_mut_ptr(),
@@ -113,7 +126,7 @@ fn attend(qkv: &[f32], dims: Dims, scale: f32, mask: Option<&[f32]>, isa: Isa) -
             }
         })
     });
-    // SAFETY: the tasks cover every (batch, head) once, each writing all seq × head_dim values of its head
+    // SAFETY: the tasks cover every (batch, head) once, each writing all queries × head_dim values of its head
     // (`Head::run`); all have finished.
     unsafe { ctx.set_len(len) };
     ctx
@@ -196,21 +209,23 @@ impl Head<'_> {
     /// over each row, then the rows times every value panel, stored at the head's columns of the output.
     #[inline(always)]
     fn run<const W: usize, const FMA: bool>(self) {
-        let Dims { seq, head_dim, .. } = self.dims;
+        let Dims {
+            seq, head_dim, queries, ..
+        } = self.dims;
         let (keys, pitch) = (self.key_panels::<W>(), self.dims.pitch());
         let values = self.value_panels::<W>();
         let mut scores = vec![0f32; MR * pitch];
-        for i0 in (0..seq).step_by(MR) {
-            let height = MR.min(seq - i0);
+        for i0 in (0..queries).step_by(MR) {
+            let height = MR.min(queries - i0);
             // Rows past the last query repeat it; their results are not stored.
-            let queries: [&[f32]; MR] = std::array::from_fn(|i| self.row(0, (i0 + i).min(seq - 1)));
+            let q_rows: [&[f32]; MR] = std::array::from_fn(|i| self.row(0, (i0 + i).min(queries - 1)));
             let mut at = 0;
             for (start, width) in panel_starts::<W>(seq) {
                 let panel = &keys[at..][..width * head_dim];
                 if width == W {
-                    put_rows(&tile_rows::<W, FMA>(queries, panel), &mut scores, pitch, start);
+                    put_rows(&tile_rows::<W, FMA>(q_rows, panel), &mut scores, pitch, start);
                 } else {
-                    put_rows(&tile_rows::<NARROW, FMA>(queries, panel), &mut scores, pitch, start);
+                    put_rows(&tile_rows::<NARROW, FMA>(q_rows, panel), &mut scores, pitch, start);
                 }
                 at += width * head_dim;
             }
@@ -239,11 +254,11 @@ impl Head<'_> {
         (row, height): (usize, usize),
         (col, width): (usize, usize),
     ) {
-        let Dims { seq, head_dim, .. } = self.dims;
+        let Dims { queries, head_dim, .. } = self.dims;
         for (i, (acc, &inverse)) in acc.iter().zip(inverse).enumerate().take(height) {
             let values = acc.map(|v| v * inverse);
-            let at = (self.b * seq + row + i) * self.out.width + self.head * head_dim + col;
-            // SAFETY: `at .. at + width` lies inside the (batch·seq, hidden) output, in this head's columns of this
+            let at = (self.b * queries + row + i) * self.out.width + self.head * head_dim + col;
+            // SAFETY: `at .. at + width` lies inside the (batch·queries, hidden) output, in this head's columns of this
             // batch's rows, which no other task writes; `values` is another buffer.
             unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), self.out.ptr.add(at), width) };
         }
@@ -298,24 +313,25 @@ fn exponentials<const FMA: bool>(row: &mut [f32], scale: f32, mask: &[f32]) -> f
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::cpu::testing::{for_each_isa, wave};
+    use crate::kernels::cpu::testing::{bits_of, for_each_isa, wave};
 
-    /// `softmax(scale·q·kᵀ + mask)·v` per (batch, head) in f64.
+    /// `softmax(scale·q·kᵀ + mask)·v` per (batch, head) in f64, for each sequence's first `dims.queries` queries.
     fn reference(qkv: &[f32], dims: Dims, scale: f64, mask: Option<&[f32]>) -> Vec<f64> {
         let Dims {
             batch,
             seq,
             heads,
             head_dim,
+            queries,
         } = dims;
         let hidden = dims.hidden();
         let at = |b: usize, part: usize, t: usize, h: usize, k: usize| {
             f64::from(qkv[(b * seq + t) * 3 * hidden + part * hidden + h * head_dim + k])
         };
-        let mut ctx = vec![0f64; batch * seq * hidden];
+        let mut ctx = vec![0f64; batch * queries * hidden];
         for b in 0..batch {
             for h in 0..heads {
-                for i in 0..seq {
+                for i in 0..queries {
                     let scores: Vec<f64> = (0..seq)
                         .map(|j| {
                             let dot: f64 = (0..head_dim).map(|k| at(b, 0, i, h, k) * at(b, 1, j, h, k)).sum();
@@ -328,7 +344,7 @@ mod tests {
                     let sum: f64 = e.iter().sum();
                     for k in 0..head_dim {
                         let v: f64 = (0..seq).map(|j| e[j] / sum * at(b, 2, j, h, k)).sum();
-                        ctx[(b * seq + i) * hidden + h * head_dim + k] = v;
+                        ctx[(b * queries + i) * hidden + h * head_dim + k] = v;
                     }
                 }
             }
@@ -339,7 +355,8 @@ mod tests {
     #[test]
     fn every_instruction_set_matches_an_f64_reference() {
         // Ragged shapes: sequences short of, at and past a tile and a panel (vision's 257 = 4·64 + 1), heads
-        // narrower than a panel, wider than one, and not a multiple of it; masks per batch, shared, none.
+        // narrower than a panel, wider than one, and not a multiple of it; masks per batch, shared, none; every
+        // query, the first alone (a pooled output's last layer), or a count past one tile.
         let cases = [
             (
                 Dims {
@@ -347,6 +364,7 @@ mod tests {
                     seq: 1,
                     heads: 1,
                     head_dim: 8,
+                    queries: 1,
                 },
                 None,
             ),
@@ -356,6 +374,7 @@ mod tests {
                     seq: 7,
                     heads: 3,
                     head_dim: 16,
+                    queries: 7,
                 },
                 Some(2),
             ),
@@ -365,6 +384,7 @@ mod tests {
                     seq: 77,
                     heads: 2,
                     head_dim: 64,
+                    queries: 1,
                 },
                 Some(1),
             ),
@@ -374,6 +394,7 @@ mod tests {
                     seq: 16,
                     heads: 4,
                     head_dim: 24,
+                    queries: 16,
                 },
                 Some(3),
             ),
@@ -383,6 +404,7 @@ mod tests {
                     seq: 257,
                     heads: 2,
                     head_dim: 64,
+                    queries: 257,
                 },
                 None,
             ),
@@ -392,6 +414,7 @@ mod tests {
                     seq: 70,
                     heads: 1,
                     head_dim: 80,
+                    queries: 8,
                 },
                 Some(1),
             ),
@@ -417,6 +440,18 @@ mod tests {
                     .map(|(&g, &w)| (f64::from(g) - w).abs())
                     .fold(0f64, f64::max);
                 assert!(worst < 2e-6, "{isa:?} {dims:?}: worst error {worst:e}");
+                // The first queries alone are those of every query, bit for bit.
+                let every = Dims {
+                    queries: dims.seq,
+                    ..dims
+                };
+                let all = attend(&qkv, every, scale as f32, mask.as_deref(), isa);
+                let width = dims.queries * dims.hidden();
+                let firsts: Vec<f32> = all
+                    .chunks_exact(dims.seq * dims.hidden())
+                    .flat_map(|b| b[..width].iter().copied())
+                    .collect();
+                assert_eq!(bits_of(&got), bits_of(&firsts), "{isa:?} {dims:?}: first queries");
             });
         }
     }

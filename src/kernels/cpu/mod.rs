@@ -263,7 +263,12 @@ pub(crate) mod testing {
 
     /// The bits of `t`'s values, to compare two runs exactly.
     pub(crate) fn bits(t: &Tensor) -> Vec<u32> {
-        values(t).iter().map(|v| v.to_bits()).collect()
+        bits_of(&values(t))
+    }
+
+    /// The bits of `values`, to compare two runs exactly.
+    pub(crate) fn bits_of(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|v| v.to_bits()).collect()
     }
 }
 
@@ -287,7 +292,7 @@ mod tests {
         with_kernels(kernels, || {
             [
                 try_bias_act(&y, Some(&b), Some(Activation::Gelu)).unwrap().is_some(),
-                try_attention(&qkv, 2, 0.5, Some(&mask)).unwrap().is_some(),
+                try_attention(&qkv, 2, 0.5, Some(&mask), 5).unwrap().is_some(),
                 try_layer_norm(&y, Some(&y), &w, &b, 1e-5).unwrap().is_some(),
             ]
         })
