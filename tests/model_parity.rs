@@ -100,11 +100,31 @@ fn check_forward(layout: &str) {
     // The towers' pooled-only runs (their last layer for token 0 alone, as the features above run them): against
     // transformers, and against the whole runs' pooler outputs, whose token-0 arithmetic is the same.
     let text_pooled = model.text_model().unwrap().pooled_output(&ids, Some(&mask)).unwrap();
-    assert_close(&tag("text pooled_output"), &text_pooled, &get(&e, "text_pooler_output"), TOL);
-    assert_close(&tag("text pooled_output vs forward"), &text_pooled, &text.pooler_output, 1e-6);
+    assert_close(
+        &tag("text pooled_output"),
+        &text_pooled,
+        &get(&e, "text_pooler_output"),
+        TOL,
+    );
+    assert_close(
+        &tag("text pooled_output vs forward"),
+        &text_pooled,
+        &text.pooler_output,
+        1e-6,
+    );
     let vision_pooled = model.vision_model().unwrap().pooled_output(&pixels, false).unwrap();
-    assert_close(&tag("vision pooled_output"), &vision_pooled, &get(&e, "vision_pooler_output"), TOL);
-    assert_close(&tag("vision pooled_output vs forward"), &vision_pooled, &vision.pooler_output, 1e-6);
+    assert_close(
+        &tag("vision pooled_output"),
+        &vision_pooled,
+        &get(&e, "vision_pooler_output"),
+        TOL,
+    );
+    assert_close(
+        &tag("vision pooled_output vs forward"),
+        &vision_pooled,
+        &vision.pooler_output,
+        1e-6,
+    );
 }
 
 #[test]

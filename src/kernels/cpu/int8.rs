@@ -315,6 +315,19 @@ impl Dequantize<'_> {
     /// output (`packed::task_blocks`).
     #[inline(always)]
     pub(super) fn write(&self, sums: &[i32], pitch: usize, out: Output, corner: (usize, usize, usize, usize)) {
+        // A full tile's width as a constant: its rows are finished without tails and copied in vector moves, not
+        // by a call to memmove (1.3 % of int8 text 32 × 16's samples, Zen 4).
+        let (row, col, height, width) = corner;
+        if width == MAX_TILE_COLS {
+            self.write_rows(sums, pitch, out, (row, col, height, MAX_TILE_COLS));
+        } else {
+            self.write_rows(sums, pitch, out, corner);
+        }
+    }
+
+    /// [`Dequantize::write`]'s work, inlined for each width it is called with.
+    #[inline(always)]
+    fn write_rows(&self, sums: &[i32], pitch: usize, out: Output, corner: (usize, usize, usize, usize)) {
         let (row, col, height, width) = corner;
         let (scales, code_sums) = (&self.scales[col..col + width], &self.code_sums[col..col + width]);
         // Each row is finished in a local and written once, not written, read back for the epilogue and written

@@ -201,6 +201,18 @@ pub(crate) fn with_host_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Resul
     Ok(Some(f(contiguous(storage, layout, "reading f32 values")?)))
 }
 
+/// `dst[..n] ← src[..n]` for `n ≤ W`: where `n` is `W`, a copy of constant length, which compiles to a few
+/// vector moves instead of a call to `memmove` (0.8 % of int8 text 32 × 16's samples in the attention kernel's
+/// 64-value copies, Zen 4).
+#[inline(always)]
+fn copy_up_to<const W: usize>(dst: &mut [f32], src: &[f32], n: usize) {
+    if n == W {
+        dst[..W].copy_from_slice(&src[..W]);
+    } else {
+        dst[..n].copy_from_slice(&src[..n]);
+    }
+}
+
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> candle_core::Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op}: f32 only");
