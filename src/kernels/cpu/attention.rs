@@ -114,7 +114,7 @@ fn attend(qkv: &[f32], dims: Dims, scale: f32, mask: Option<&[f32]>, isa: Isa) -
         ptr: ctx.as_mut_ptr(),
         width: dims.hidden(),
     };
-    let fma = isa.level() != Level::Baseline;
+    let fma = isa.has_fma();
     let wide = isa.level() == Level::Avx512;
     let (masks, pitch) = (padded_masks(mask, dims), dims.pitch());
     (0..dims.batch * dims.heads).into_par_iter().for_each(|task| {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::math::{gelu_erf, quick_gelu};
+use super::math::{gelu_erf_with, quick_gelu_with};
 use super::{apply_in_place, contiguous_mut, with_host_f32, Isa, Param, MIN_CHUNK};
 use crate::config::Activation;
 use crate::error::Result;
@@ -104,10 +104,11 @@ impl Epilogue<'_> {
         residual: None,
     };
 
-    /// Applies to `values`, output row `row`'s columns `col .. col + values.len()` of an output `width` wide.
+    /// Applies to `values`, output row `row`'s columns `col .. col + values.len()` of an output `width` wide; the
+    /// activation's multiply-adds fused where `FMA` (code compiled with FMA only).
     #[inline(always)]
-    pub(super) fn apply(&self, values: &mut [f32], (row, col): (usize, usize), width: usize) {
-        bias_act_rows(values, self.bias.map(|b| &b[col..col + values.len()]), self.act);
+    pub(super) fn apply<const FMA: bool>(&self, values: &mut [f32], (row, col): (usize, usize), width: usize) {
+        bias_act_rows::<FMA>(values, self.bias.map(|b| &b[col..col + values.len()]), self.act);
         if let Some(r) = self.residual {
             for (v, r) in values.iter_mut().zip(&r[row * width + col..]) {
                 *v += r;
@@ -216,25 +217,36 @@ pub(crate) fn bias_then_act(y: Tensor, bias: Option<&Param>, act: Option<Activat
 }
 
 #[inline(always)]
-pub(super) fn bias_act_rows(data: &mut [f32], bias: Option<&[f32]>, a: Act) {
+pub(super) fn bias_act_rows<const FMA: bool>(data: &mut [f32], bias: Option<&[f32]>, a: Act) {
     match (bias, a) {
         (Some(b), Act::None) => data.chunks_exact_mut(b.len()).for_each(|row| {
             row.iter_mut().zip(b).for_each(|(v, b)| *v += b);
         }),
         (Some(b), Act::GeluErf) => data.chunks_exact_mut(b.len()).for_each(|row| {
-            row.iter_mut().zip(b).for_each(|(v, b)| *v = gelu_erf(*v + b));
+            row.iter_mut()
+                .zip(b)
+                .for_each(|(v, b)| *v = gelu_erf_with::<FMA>(*v + b));
         }),
         (Some(b), Act::QuickGelu) => data.chunks_exact_mut(b.len()).for_each(|row| {
-            row.iter_mut().zip(b).for_each(|(v, b)| *v = quick_gelu(*v + b));
+            row.iter_mut()
+                .zip(b)
+                .for_each(|(v, b)| *v = quick_gelu_with::<FMA>(*v + b));
         }),
         (None, Act::None) => {}
-        (None, Act::GeluErf) => data.iter_mut().for_each(|v| *v = gelu_erf(*v)),
-        (None, Act::QuickGelu) => data.iter_mut().for_each(|v| *v = quick_gelu(*v)),
+        (None, Act::GeluErf) => data.iter_mut().for_each(|v| *v = gelu_erf_with::<FMA>(*v)),
+        (None, Act::QuickGelu) => data.iter_mut().for_each(|v| *v = quick_gelu_with::<FMA>(*v)),
     }
 }
 
 fn bias_act_slice(isa: Isa, data: &mut [f32], bias: Option<&[f32]>, a: Act) {
-    dispatch!(isa, (data: &mut [f32], bias: Option<&[f32]>, a: Act) { bias_act_rows(data, bias, a) })
+    let fma = isa.has_fma();
+    dispatch!(isa, (data: &mut [f32], bias: Option<&[f32]>, a: Act, fma: bool) {
+        if fma {
+            bias_act_rows::<true>(data, bias, a)
+        } else {
+            bias_act_rows::<false>(data, bias, a)
+        }
+    })
 }
 
 impl InplaceOp1 for BiasAct {
@@ -266,7 +278,8 @@ mod tests {
     use candle_core::{DType, Device, Tensor};
 
     use super::*;
-    use crate::kernels::cpu::testing::{bits, for_each_isa, wave};
+    use crate::kernels::cpu::math::{gelu_erf, quick_gelu};
+    use crate::kernels::cpu::testing::{bits, bits_of, for_each_isa, values, wave};
 
     fn bias(n: usize) -> Param {
         Param::new(wave(n, 0.5, 1.0, 0.1)).unwrap()
@@ -319,20 +332,37 @@ mod tests {
     }
 
     #[test]
-    fn every_instruction_set_matches_the_baseline() {
-        // Rust keeps IEEE semantics (no reassociation, no FMA contraction), so every path gives the same bits.
+    fn every_instruction_set_matches_the_scalar_forms() {
+        // Rust keeps IEEE semantics (no reassociation, no FMA contraction): every path gives the bits of the scalar
+        // functions, the fused multiply-add forms where the level has FMA.
         for (rows, cols) in [(1, 7), (5, 64), (300, 130)] {
             let y = wave((rows, cols), 3.0, 0.3, 0.0);
             let b = bias(cols);
+            let (ys, bs) = (values(&y), values(b.tensor()));
             for act in [None, Some(Activation::Gelu), Some(Activation::QuickGelu)] {
-                let run = |isa: Isa| {
+                for_each_isa("bias_act", |isa| {
                     let mut kernel = try_bias_act(&y, Some(&b), act).unwrap().unwrap();
                     kernel.isa = isa;
-                    kernel.apply(Fresh::copy(&y).unwrap()).unwrap()
-                };
-                let baseline = Isa::new(crate::kernels::cpu::Level::Baseline).map(run).unwrap();
-                for_each_isa("bias_act", |isa| {
-                    assert_eq!(bits(&run(isa)), bits(&baseline), "{isa:?} {act:?}")
+                    let got = kernel.apply(Fresh::copy(&y).unwrap()).unwrap();
+                    let scalar = |v: f32| match (act, isa.has_fma()) {
+                        (None, _) => v,
+                        (Some(Activation::Gelu), fma) => {
+                            if fma {
+                                gelu_erf_with::<true>(v)
+                            } else {
+                                gelu_erf(v)
+                            }
+                        }
+                        (_, fma) => {
+                            if fma {
+                                quick_gelu_with::<true>(v)
+                            } else {
+                                quick_gelu(v)
+                            }
+                        }
+                    };
+                    let want: Vec<f32> = ys.iter().enumerate().map(|(i, v)| scalar(v + bs[i % cols])).collect();
+                    assert_eq!(bits(&got), bits_of(&want), "{isa:?} {act:?}");
                 });
             }
         }

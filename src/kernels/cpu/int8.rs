@@ -339,7 +339,8 @@ impl Dequantize<'_> {
             for (((v, &a), &s), &c) in values.iter_mut().zip(acc).zip(scales).zip(code_sums) {
                 *v = dequantize(a, (row_scale, zero), (s, c));
             }
-            self.epilogue.apply(values, (row + i, col), out.width);
+            // Only the AVX-512 kernels (VNNI, AMX) write here, and AVX-512F has FMA.
+            self.epilogue.apply::<true>(values, (row + i, col), out.width);
             // SAFETY: (row + i, col .. col + width) lies inside the output and inside the calling task's block,
             // which no other task writes; `values` is a local of `width` values.
             unsafe { std::ptr::copy_nonoverlapping(values.as_ptr(), out.ptr.add((row + i) * out.width + col), width) };
@@ -437,7 +438,7 @@ impl Int8MatMul<'_> {
         // SAFETY: `gemm_uninit` returned the first `rows · n` elements initialised (it errors otherwise), and the
         // capacity is `rows · n`.
         unsafe { acc.set_len(written) };
-        let (isa, epilogue) = (self.isa, self.epilogue);
+        let (isa, epilogue, fma) = (self.isa, self.epilogue, self.isa.has_fma());
         let (scales, sums) = (&self.weight.scales[..], &self.weight.code_sums[..]);
         acc.par_chunks_mut(n)
             .zip(row_scales.into_par_iter().zip(zeros))
@@ -445,11 +446,17 @@ impl Int8MatMul<'_> {
             .for_each(|(i, (row, (s, z)))| {
                 let sz = (s, i32::from(z));
                 dispatch!(isa, (
-                    row: &mut [i32], i: usize, sz: (f32, i32), scales: &[f32], sums: &[i32], epilogue: Epilogue
+                    row: &mut [i32], i: usize, sz: (f32, i32), scales: &[f32], sums: &[i32], epilogue: Epilogue,
+                    fma: bool
                 ) {
                     dequantize_row(row, sz, scales, sums);
                     let width = row.len();
-                    epilogue.apply(bytemuck::cast_slice_mut(row), (i, 0), width);
+                    let row = bytemuck::cast_slice_mut(row);
+                    if fma {
+                        epilogue.apply::<true>(row, (i, 0), width);
+                    } else {
+                        epilogue.apply::<false>(row, (i, 0), width);
+                    }
                 })
             });
         Ok(bytemuck::cast_vec(acc))
@@ -478,7 +485,7 @@ impl CustomOp1 for Int8MatMul<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::cpu::math::gelu_erf;
+    use crate::kernels::cpu::math::{gelu_erf, gelu_erf_with};
     use crate::kernels::cpu::testing::{for_each_isa, values, wave};
 
     /// The op without bias or activation.
@@ -675,8 +682,16 @@ mod tests {
         for backend in backends() {
             let weight = Int8Weight::quantize_for(&w, backend).unwrap();
             let mut want = plain(&weight, Isa::best()).run(&values(&x)).unwrap();
+            // Every backend's epilogue fuses GELU's multiply-adds where the CPU has FMA (all that run VNNI do).
+            let gelu = |v| {
+                if Isa::best().has_fma() {
+                    gelu_erf_with::<true>(v)
+                } else {
+                    gelu_erf(v)
+                }
+            };
             for row in want.chunks_exact_mut(n) {
-                row.iter_mut().zip(&bias).for_each(|(v, b)| *v = gelu_erf(*v + b));
+                row.iter_mut().zip(&bias).for_each(|(v, b)| *v = gelu(*v + b));
             }
             let got = values(
                 &weight

@@ -135,6 +135,12 @@ mod isa {
         pub(crate) fn level(self) -> Level {
             self.0
         }
+
+        /// Whether this level's code has FMA, so that `mul_add` is one instruction (at the baseline it is a call
+        /// to libm's `fmaf`).
+        pub(crate) fn has_fma(self) -> bool {
+            self.0 != Level::Baseline
+        }
     }
 }
 

@@ -516,7 +516,7 @@ fn matmul(x: &[f32], rows: usize, weight: WeightPanels, epilogue: Epilogue, isa:
         epilogue,
     };
     // Without FMA (the baseline), `mul_add` would be a libm call per product.
-    let fma = isa.level() != Level::Baseline;
+    let fma = isa.has_fma();
     blocks(rows, cols, width).into_par_iter().for_each(|block| {
         dispatch!(isa, (job: Job, block: Block, width: usize, fma: bool) {
             match (width, fma) {
@@ -584,7 +584,7 @@ fn run_slices<const W: usize, const FMA: bool, S: PanelSlices>(job: Job, block: 
                 let corner = (i0, j0, MR.min(rows - i0), width);
                 prefetch_operands(out, corner, epilogue.residual.filter(|_| pass.last));
                 let acc = tile::<W, FMA>(ap, bp);
-                store(&acc, out, corner, pass, epilogue);
+                store::<W, FMA>(&acc, out, corner, pass, epilogue);
             }
         }
     }
@@ -702,7 +702,7 @@ fn prefetch<T>(at: *const T) {
 /// Writes a tile's `height` × `width` values at (`row`, `col`) of the output, added to what earlier passes wrote
 /// there; after the last pass, with the epilogue applied to them first.
 #[inline(always)]
-fn store<const W: usize>(
+fn store<const W: usize, const FMA: bool>(
     acc: &[[f32; W]; MR],
     out: Output,
     (row, col, height, width): (usize, usize, usize, usize),
@@ -724,7 +724,7 @@ fn store<const W: usize>(
             }
         }
         if pass.last {
-            epilogue.apply(&mut values[..width], (row + i, col), out.width);
+            epilogue.apply::<FMA>(&mut values[..width], (row + i, col), out.width);
         }
         // Whole vectors, not a value at a time (a scalar loop took a tenth of the kernel's time on a Xeon).
         // SAFETY: as above, `width` ≤ W values from `dst` on; `values` is a local.
