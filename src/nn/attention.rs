@@ -11,7 +11,9 @@ use crate::kernels::cpu;
 /// depends on the others only through the keys and values, which are still computed for all).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Queries {
+    /// Every token's output.
     All,
+    /// Each sequence's first token's output alone.
     First,
 }
 

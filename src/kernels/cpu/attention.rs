@@ -16,7 +16,8 @@ use crate::kernels::{self, Kernels};
 
 thread_local! {
     /// Each thread's key panels, value panels and scores, reused by its tasks: three zeroed buffers per (batch,
-    /// head) were 1.2 % of int8 text 32 × 16's samples (calloc, memset) on a Zen 4.
+    /// head) were 1.2 % of int8 text 32 × 16's samples (calloc, memset) on a Zen 4. A task holds it borrowed
+    /// while it runs, and makes no rayon calls, so no other task of its thread can ask for it meanwhile.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -130,8 +131,8 @@ fn attend(qkv: &[f32], dims: Dims, scale: f32, mask: Option<&[f32]>, isa: Isa) -
             mask,
             out,
         };
-        // Borrowed out here: the thread-local's accessor is not inlined into the ISA's code, whose `mul_add`s
-        // would become calls.
+        // Borrowed and grown out here: inside the ISA's code the accessor was not inlined (its `mul_add`s became
+        // calls), and the growth code made LLVM stop unrolling the tiles (scalar FMAs).
         SCRATCH.with_borrow_mut(|scratch| {
             if scratch.len() < dims.scratch_len() {
                 scratch.resize(dims.scratch_len(), 0.0);
