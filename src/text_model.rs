@@ -11,7 +11,7 @@ use crate::config::{tower_config_from_dir, AltClipTextConfig};
 use crate::error::{Error, Result};
 use crate::nn::{FeedForward, LayerNorm, Linear, Queries, SelfAttention};
 use crate::options::Quantization;
-use crate::tower::{load_layers, on_worker, EncoderLayer, Tower};
+use crate::tower::{load_layers, on_worker, run_layers, EncoderLayer, Tower};
 use crate::weights::{CheckpointView, StoredRows};
 
 /// Word, position and token-type embeddings followed by layer norm (`AltRobertaEmbeddings`).
@@ -290,17 +290,12 @@ impl AltClipTextModel {
     ) -> Result<(Tensor, Option<Vec<Tensor>>)> {
         let (ids, host_ids, position_ids) = self.prepare_ids(input_ids)?;
         let mask = self.additive_mask(input_ids, attention_mask)?;
-        let mut x = self.embeddings.forward(&ids, &host_ids, &position_ids)?;
+        let x = self.embeddings.forward(&ids, &host_ids, &position_ids)?;
         let mut hidden_states = output_hidden_states.then(|| vec![x.clone()]);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let queries = if i + 1 == self.layers.len() { last } else { Queries::All };
-            x = layer.forward(&x, &mask, queries)?;
-            if let Some(hs) = hidden_states.as_mut() {
-                hs.push(x.clone());
-            }
-        }
-        // Without layers, the embeddings' rows.
-        Ok((last.rows(&x)?, hidden_states))
+        let x = run_layers(&self.layers, x, hidden_states.as_mut(), last, |layer, x, queries| {
+            layer.forward(x, &mask, queries)
+        })?;
+        Ok((x, hidden_states))
     }
 
     /// Checks `input_ids` and computes position ids as transformers' `create_position_ids_from_input_ids` does:

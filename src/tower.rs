@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::nn::Linear;
+use crate::nn::{Linear, Queries};
 use crate::options::Quantization;
 use crate::weights::CheckpointView;
 
@@ -83,6 +83,26 @@ pub(crate) fn load_layers<L: EncoderLayer>(
             Ok(layer)
         })
         .collect()
+}
+
+/// Runs `layers` in turn from `x` through `forward(layer, x, queries)`: every layer for every token, the last for
+/// the tokens `last` names. Each output is pushed to `hidden_states` where it is given. Returns the last output
+/// (without layers, `x`) for the tokens `last` names.
+pub(crate) fn run_layers<L>(
+    layers: &[L],
+    mut x: Tensor,
+    mut hidden_states: Option<&mut Vec<Tensor>>,
+    last: Queries,
+    forward: impl Fn(&L, &Tensor, Queries) -> Result<Tensor>,
+) -> Result<Tensor> {
+    for (i, layer) in layers.iter().enumerate() {
+        let queries = if i + 1 == layers.len() { last } else { Queries::All };
+        x = forward(layer, &x, queries)?;
+        if let Some(hs) = hidden_states.as_mut() {
+            hs.push(x.clone());
+        }
+    }
+    last.rows(&x)
 }
 
 /// Runs a tower's forward `f` on a worker of rayon's global pool, the CPU kernels' pool, where `device` is the CPU

@@ -12,7 +12,7 @@ use crate::config::{tower_config_from_dir, AltClipVisionConfig};
 use crate::error::{Error, Result};
 use crate::nn::{FeedForward, LayerNorm, Linear, Queries, SelfAttention};
 use crate::options::Quantization;
-use crate::tower::{load_layers, on_worker, EncoderLayer, Tower};
+use crate::tower::{load_layers, on_worker, run_layers, EncoderLayer, Tower};
 use crate::weights::CheckpointView;
 
 /// Patch, class and position embeddings (`AltCLIPVisionEmbeddings`).
@@ -329,17 +329,10 @@ impl AltClipVisionModel {
         let x = self
             .embeddings
             .forward(&pixel_values.to_device(self.device())?, interpolate_pos_encoding)?;
-        let mut x = self.pre_layrnorm.forward(&x)?;
+        let x = self.pre_layrnorm.forward(&x)?;
         let mut hidden_states = output_hidden_states.then(|| vec![x.clone()]);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let queries = if i + 1 == self.layers.len() { last } else { Queries::All };
-            x = layer.forward(&x, queries)?;
-            if let Some(hs) = hidden_states.as_mut() {
-                hs.push(x.clone());
-            }
-        }
-        // Without layers, `pre_layrnorm`'s rows.
-        Ok((last.rows(&x)?, hidden_states))
+        let x = run_layers(&self.layers, x, hidden_states.as_mut(), last, VisionLayer::forward)?;
+        Ok((x, hidden_states))
     }
 
     fn check_pixels(&self, pixel_values: &Tensor, interpolate: bool) -> Result<()> {

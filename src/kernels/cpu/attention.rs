@@ -45,9 +45,18 @@ impl Dims {
         self.heads * self.head_dim
     }
 
-    /// Values of a task's scratch: its key panels, value panels (at the widest tile) and scores ([`Head::run`]).
+    /// Values of a task's scratch at tile width W: its key panels, value panels and scores ([`Head::run`]).
+    fn scratch_parts<const W: usize>(self) -> [usize; 3] {
+        [
+            self.pitch() * self.head_dim,
+            self.head_dim.div_ceil(W) * W * self.seq,
+            MR * self.pitch(),
+        ]
+    }
+
+    /// Values of a task's scratch at the widest tile, which every width fits in.
     fn scratch_len(self) -> usize {
-        self.pitch() * self.head_dim + self.head_dim.div_ceil(WIDE) * WIDE * self.seq + MR * self.pitch()
+        self.scratch_parts::<WIDE>().iter().sum()
     }
 
     /// Row pitch of the scores buffer: the keys in whole 16-lane chunks, for the key panels (W-wide then
@@ -234,9 +243,10 @@ impl Head<'_> {
             seq, head_dim, queries, ..
         } = self.dims;
         let pitch = self.dims.pitch();
-        let (keys, rest) = scratch.split_at_mut(pitch * head_dim);
-        let (values, rest) = rest.split_at_mut(head_dim.div_ceil(W) * W * seq);
-        let scores = &mut rest[..MR * pitch];
+        let [key_len, value_len, score_len] = self.dims.scratch_parts::<W>();
+        let (keys, rest) = scratch.split_at_mut(key_len);
+        let (values, rest) = rest.split_at_mut(value_len);
+        let scores = &mut rest[..score_len];
         self.pack_keys::<W>(keys);
         self.pack_values::<W>(values);
         let (keys, values) = (&*keys, &*values);
