@@ -1,5 +1,6 @@
 //! Scalar math the kernels inline: branch-free f32 `exp` and `erf` (so that loops over them vectorise), the two
-//! GELUs, and 16-lane reductions (a fixed summation order, the same on every instruction set).
+//! GELUs (and their AVX-512 register forms, bit for bit the same), and 16-lane reductions (a fixed summation order,
+//! the same on every instruction set).
 
 /// Lanes of the reductions: one AVX-512 register of f32, two AVX2 ones.
 const LANES: usize = 16;
@@ -93,6 +94,107 @@ pub(super) fn quick_gelu(x: f32) -> f32 {
 #[inline(always)]
 pub(super) fn quick_gelu_with<const FMA: bool>(x: f32) -> f32 {
     x / (1.0 + exp_with::<FMA>(-1.702 * x))
+}
+
+/// [`exp_with`], [`gelu_erf_with`] and [`quick_gelu_with`] (fused forms) on 16 lanes of an AVX-512 register,
+/// operation for operation, so that each lane is bit for bit the scalar function's value: for finishing a GEMM
+/// tile in registers, where the scalar forms went through memory (`int8::Dequantize::write`).
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// `x.clamp(lo, hi)`: `max` and `min` with the constant first, so that a NaN `x` comes through (as `clamp`).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn clamp(x: __m512, lo: f32, hi: f32) -> __m512 {
+        _mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), x))
+    }
+
+    /// `a · b + c`, rounded once (`f32::mul_add`).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn madd(a: __m512, b: f32, c: f32) -> __m512 {
+        _mm512_fmadd_ps(a, _mm512_set1_ps(b), _mm512_set1_ps(c))
+    }
+
+    /// [`super::exp_with`]`::<true>`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(in crate::kernels::cpu) fn exp(x: __m512) -> __m512 {
+        const LOG2E: f32 = std::f32::consts::LOG2_E;
+        const ROUND: f32 = 12_582_912.0;
+        let xc = clamp(x, -87.3, 88.0);
+        let t = madd(xc, LOG2E, ROUND);
+        let n = _mm512_sub_ps(t, _mm512_set1_ps(ROUND));
+        let ni = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B40_0000));
+        // −n: the sign bit flipped, as the scalar negation.
+        let minus_n = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(n), _mm512_set1_epi32(i32::MIN)));
+        let r = _mm512_fmadd_ps(
+            minus_n,
+            _mm512_set1_ps(-2.121_944_4e-4),
+            _mm512_fmadd_ps(minus_n, _mm512_set1_ps(0.693_359_4), xc),
+        );
+        let mut p = _mm512_set1_ps(1.987_569_1e-4);
+        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
+        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(ni, _mm512_set1_epi32(127))));
+        // 0 where x < −87.3 (a NaN compares false and keeps p · scale, as the scalar form).
+        let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-87.3));
+        _mm512_maskz_mul_ps(!below, p, scale)
+    }
+
+    /// [`super::erf_with`]`::<true>`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn erf(x: __m512) -> __m512 {
+        let x = clamp(x, -4.0, 4.0);
+        let x2 = _mm512_mul_ps(x, x);
+        let mut p = madd(x2, -2.726_142_3e-10, 2.770_681_4e-8);
+        for c in [
+            -2.101_024e-6,
+            -5.692_506_4e-5,
+            -7.349_906_3e-4,
+            -2.954_600_1e-3,
+            -1.609_603_3e-2,
+        ] {
+            p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(c));
+        }
+        let p = _mm512_mul_ps(x, p);
+        let mut q = madd(x2, -1.456_607_2e-5, -2.133_740_5e-4);
+        for c in [-1.682_827e-3, -7.373_329_3e-3, -1.426_473_9e-2] {
+            q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(c));
+        }
+        // ±1 where |x| ≥ 3.9: `signum`, 1 with x's sign (x is not NaN there).
+        let sign = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(i32::MIN)));
+        let signum = _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_castps_si512(sign),
+            _mm512_castps_si512(_mm512_set1_ps(1.0)),
+        ));
+        let abs = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(i32::MAX)));
+        let saturated = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(abs, _mm512_set1_ps(3.9));
+        _mm512_mask_blend_ps(saturated, _mm512_div_ps(p, q), signum)
+    }
+
+    /// [`super::gelu_erf_with`]`::<true>`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(in crate::kernels::cpu) fn gelu_erf(x: __m512) -> __m512 {
+        let e = erf(_mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2)));
+        _mm512_mul_ps(
+            _mm512_mul_ps(_mm512_set1_ps(0.5), x),
+            _mm512_add_ps(_mm512_set1_ps(1.0), e),
+        )
+    }
+
+    /// [`super::quick_gelu_with`]`::<true>`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(in crate::kernels::cpu) fn quick_gelu(x: __m512) -> __m512 {
+        let e = exp(_mm512_mul_ps(_mm512_set1_ps(-1.702), x));
+        _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e))
+    }
 }
 
 /// `Σ row`, accumulated in 16 lanes.
@@ -300,6 +402,80 @@ mod tests {
                 "squared deviations of {n}"
             );
         }
+    }
+
+    /// Values for the vector forms' tests: a fine sweep over both GELUs' and exp's working ranges, their
+    /// thresholds and neighbours, and the special values.
+    fn sweep() -> Vec<f32> {
+        let mut v: Vec<f32> = (-120_000..=120_000).map(|i| i as f32 * 1e-3).collect();
+        for t in [
+            87.3f32,
+            88.0,
+            3.9 * std::f32::consts::SQRT_2,
+            4.0 * std::f32::consts::SQRT_2,
+            3.9,
+            4.0,
+            51.29,
+        ] {
+            for x in [t, -t] {
+                v.extend([x, f32::from_bits(x.to_bits() + 1), f32::from_bits(x.to_bits() - 1)]);
+            }
+        }
+        v.extend([
+            0.0,
+            -0.0,
+            f32::MIN_POSITIVE,
+            1e-30,
+            -1e-30,
+            f32::MAX,
+            f32::MIN,
+            f32::INFINITY,
+        ]);
+        v.extend([f32::NEG_INFINITY, f32::NAN, 1e30, -1e30]);
+        v
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn on_lanes(xs: &[f32], f: unsafe fn(std::arch::x86_64::__m512) -> std::arch::x86_64::__m512) -> Vec<f32> {
+        use std::arch::x86_64::*;
+        let mut out = Vec::with_capacity(xs.len());
+        for chunk in xs.chunks(16) {
+            let mut lanes = [0f32; 16];
+            lanes[..chunk.len()].copy_from_slice(chunk);
+            // SAFETY: 16 values in and out; this function runs with AVX-512F, which `f` needs.
+            let y = unsafe { f(_mm512_loadu_ps(lanes.as_ptr())) };
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), y) };
+            out.extend_from_slice(&lanes[..chunk.len()]);
+        }
+        out
+    }
+
+    #[test]
+    fn vector_forms_give_the_scalar_forms_bits() {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            let xs = sweep();
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            type Vector = unsafe fn(std::arch::x86_64::__m512) -> std::arch::x86_64::__m512;
+            type Case = (&'static str, Vector, fn(f32) -> f32);
+            let cases: [Case; 3] = [
+                ("exp", avx512::exp, exp_with::<true>),
+                ("gelu_erf", avx512::gelu_erf, gelu_erf_with::<true>),
+                ("quick_gelu", avx512::quick_gelu, quick_gelu_with::<true>),
+            ];
+            for (name, vector, scalar) in cases {
+                // SAFETY: the CPU has AVX-512F (checked above).
+                let got = unsafe { on_lanes(&xs, vector) };
+                let want: Vec<f32> = xs.iter().map(|&x| scalar(x)).collect();
+                for ((x, g), w) in xs.iter().zip(bits(&got)).zip(bits(&want)) {
+                    assert_eq!(g, w, "{name}({x:e}): {} vs {}", f32::from_bits(g), f32::from_bits(w));
+                }
+            }
+            return;
+        }
+        println!("vector math: skipped, this CPU lacks AVX-512F");
     }
 
     #[test]
