@@ -345,7 +345,7 @@ impl Dequantize<'_> {
     /// 28 with GELU, alone on one thread of a Zen 4. In the VNNI product this made 512 × 1024 × {3072, 1024, 4096}
     /// 2–3 % faster on one thread (interleaved runs), within ±1 % on two.
     #[target_feature(enable = "avx512f")]
-    unsafe fn write_vectors<const V: usize>(
+    fn write_vectors<const V: usize>(
         &self,
         sums: &[i32],
         pitch: usize,
