@@ -13,26 +13,50 @@ pub(super) fn exp(x: f32) -> f32 {
     exp_with::<false>(x)
 }
 
+/// `exp`'s split of ln 2 for the range reduction (C1 + C2), and its polynomial's coefficients, highest first
+/// (Cephes); the scalar and the AVX-512 forms both read these.
+const EXP_LN2: (f32, f32) = (0.693_359_4, -2.121_944_4e-4);
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+/// Adding it rounds an f32 below 2²² to the nearest integer (1.5·2²³); its bits less `EXP_ROUND_BITS` are that
+/// integer.
+const EXP_ROUND: f32 = 12_582_912.0;
+const EXP_ROUND_BITS: i32 = 0x4B40_0000;
+/// `erf`'s numerator (odd: times x) and denominator polynomials in x², highest first (Eigen / XLA).
+const ERF_P: [f32; 7] = [
+    -2.726_142_3e-10,
+    2.770_681_4e-8,
+    -2.101_024e-6,
+    -5.692_506_4e-5,
+    -7.349_906_3e-4,
+    -2.954_600_1e-3,
+    -1.609_603_3e-2,
+];
+const ERF_Q: [f32; 5] = [
+    -1.456_607_2e-5,
+    -2.133_740_5e-4,
+    -1.682_827e-3,
+    -7.373_329_3e-3,
+    -1.426_473_9e-2,
+];
+
 /// [`exp`], its multiply-adds fused where `FMA` (the polynomial's chain then takes 9 instructions fewer: a third
 /// of the attention kernel's softmax on Zen 5). Only for code compiled with FMA: elsewhere `mul_add` is a call.
 #[inline(always)]
 pub(super) fn exp_with<const FMA: bool>(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const C1: f32 = 0.693_359_4;
-    const C2: f32 = -2.121_944_4e-4;
-    const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to the nearest integer
     let madd = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
     let xc = x.clamp(-87.3, 88.0);
-    let t = madd(xc, LOG2E, ROUND);
-    let n = t - ROUND;
-    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    let r = madd(-n, C2, madd(-n, C1, xc));
-    let mut p = 1.987_569_1e-4f32;
-    p = madd(p, r, 1.398_199_9e-3);
-    p = madd(p, r, 8.333_452e-3);
-    p = madd(p, r, 4.166_579_6e-2);
-    p = madd(p, r, 1.666_666_5e-1);
-    p = madd(p, r, 0.5);
+    let t = madd(xc, std::f32::consts::LOG2_E, EXP_ROUND);
+    let n = t - EXP_ROUND;
+    let ni = (t.to_bits() as i32).wrapping_sub(EXP_ROUND_BITS);
+    let r = madd(-n, EXP_LN2.1, madd(-n, EXP_LN2.0, xc));
+    let p = EXP_POLY[1..].iter().fold(EXP_POLY[0], |p, &c| madd(p, r, c));
     let p = madd(p, r * r, r) + 1.0;
     let scale = f32::from_bits(((ni + 127) as u32) << 23);
     if x < -87.3 {
@@ -49,17 +73,9 @@ pub(super) fn erf_with<const FMA: bool>(x: f32) -> f32 {
     let madd = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
-    let mut p = madd(x2, -2.726_142_3e-10, 2.770_681_4e-8);
-    p = madd(x2, p, -2.101_024e-6);
-    p = madd(x2, p, -5.692_506_4e-5);
-    p = madd(x2, p, -7.349_906_3e-4);
-    p = madd(x2, p, -2.954_600_1e-3);
-    p = madd(x2, p, -1.609_603_3e-2);
+    let p = ERF_P[1..].iter().fold(ERF_P[0], |p, &c| madd(x2, p, c));
     let p = x * p;
-    let mut q = madd(x2, -1.456_607_2e-5, -2.133_740_5e-4);
-    q = madd(x2, q, -1.682_827e-3);
-    q = madd(x2, q, -7.373_329_3e-3);
-    q = madd(x2, q, -1.426_473_9e-2);
+    let q = ERF_Q[1..].iter().fold(ERF_Q[0], |q, &c| madd(x2, q, c));
     // |erf| rounds to 1 in f32 beyond 3.9: saturate exactly, so that gelu(x) → 0 for very negative x.
     if x.abs() >= 3.9 {
         x.signum()
@@ -103,6 +119,8 @@ pub(super) fn quick_gelu_with<const FMA: bool>(x: f32) -> f32 {
 pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
+    use super::{ERF_P, ERF_Q, EXP_LN2, EXP_POLY, EXP_ROUND, EXP_ROUND_BITS};
+
     /// `x.clamp(lo, hi)`: `max` and `min` with the constant first, so that a NaN `x` comes through (as `clamp`).
     #[target_feature(enable = "avx512f")]
     #[inline]
@@ -113,31 +131,35 @@ pub(super) mod avx512 {
     /// `a · b + c`, rounded once (`f32::mul_add`).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    fn madd(a: __m512, b: f32, c: f32) -> __m512 {
-        _mm512_fmadd_ps(a, _mm512_set1_ps(b), _mm512_set1_ps(c))
+    fn madd(a: __m512, b: __m512, c: f32) -> __m512 {
+        _mm512_fmadd_ps(a, b, _mm512_set1_ps(c))
+    }
+
+    /// The polynomial `coefficients` (highest first) at `x` by Horner's rule, as the scalar forms' folds.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn horner(x: __m512, coefficients: &[f32]) -> __m512 {
+        let first = _mm512_set1_ps(coefficients[0]);
+        coefficients[1..].iter().fold(first, |p, &c| madd(x, p, c))
     }
 
     /// [`super::exp_with`]`::<true>`.
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub(in crate::kernels::cpu) fn exp(x: __m512) -> __m512 {
-        const LOG2E: f32 = std::f32::consts::LOG2_E;
-        const ROUND: f32 = 12_582_912.0;
         let xc = clamp(x, -87.3, 88.0);
-        let t = madd(xc, LOG2E, ROUND);
-        let n = _mm512_sub_ps(t, _mm512_set1_ps(ROUND));
-        let ni = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(0x4B40_0000));
+        let t = madd(xc, _mm512_set1_ps(std::f32::consts::LOG2_E), EXP_ROUND);
+        let n = _mm512_sub_ps(t, _mm512_set1_ps(EXP_ROUND));
+        let ni = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(EXP_ROUND_BITS));
         // −n: the sign bit flipped, as the scalar negation.
         let minus_n = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(n), _mm512_set1_epi32(i32::MIN)));
         let r = _mm512_fmadd_ps(
             minus_n,
-            _mm512_set1_ps(-2.121_944_4e-4),
-            _mm512_fmadd_ps(minus_n, _mm512_set1_ps(0.693_359_4), xc),
+            _mm512_set1_ps(EXP_LN2.1),
+            _mm512_fmadd_ps(minus_n, _mm512_set1_ps(EXP_LN2.0), xc),
         );
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-        }
+        // The scalar fold's `madd(p, r, c)`: p · r + c, the same product as r · p.
+        let p = horner(r, &EXP_POLY);
         let p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
         let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(ni, _mm512_set1_epi32(127))));
         // 0 where x < −87.3 (a NaN compares false and keeps p · scale, as the scalar form).
@@ -151,21 +173,8 @@ pub(super) mod avx512 {
     fn erf(x: __m512) -> __m512 {
         let x = clamp(x, -4.0, 4.0);
         let x2 = _mm512_mul_ps(x, x);
-        let mut p = madd(x2, -2.726_142_3e-10, 2.770_681_4e-8);
-        for c in [
-            -2.101_024e-6,
-            -5.692_506_4e-5,
-            -7.349_906_3e-4,
-            -2.954_600_1e-3,
-            -1.609_603_3e-2,
-        ] {
-            p = _mm512_fmadd_ps(x2, p, _mm512_set1_ps(c));
-        }
-        let p = _mm512_mul_ps(x, p);
-        let mut q = madd(x2, -1.456_607_2e-5, -2.133_740_5e-4);
-        for c in [-1.682_827e-3, -7.373_329_3e-3, -1.426_473_9e-2] {
-            q = _mm512_fmadd_ps(x2, q, _mm512_set1_ps(c));
-        }
+        let p = _mm512_mul_ps(x, horner(x2, &ERF_P));
+        let q = horner(x2, &ERF_Q);
         // ±1 where |x| ≥ 3.9: `signum`, 1 with x's sign (x is not NaN there).
         let sign = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(i32::MIN)));
         let signum = _mm512_castsi512_ps(_mm512_or_si512(
