@@ -28,6 +28,14 @@ const EXP_POLY: [f32; 6] = [
 /// integer.
 const EXP_ROUND: f32 = 12_582_912.0;
 const EXP_ROUND_BITS: i32 = 0x4B40_0000;
+/// `exp`'s input range: 0 below `EXP_MIN`, the clamp's bounds.
+const EXP_MIN: f32 = -87.3;
+const EXP_MAX: f32 = 88.0;
+/// `erf`'s input clamp, and the magnitude from which it is exactly ±1.
+const ERF_CLAMP: f32 = 4.0;
+const ERF_SATURATED: f32 = 3.9;
+/// quick_gelu's sigmoid slope (CLIP's `x·sigmoid(1.702·x)`).
+const QUICK_GELU_SLOPE: f32 = 1.702;
 /// `erf`'s numerator (odd: times x) and denominator polynomials in x², highest first (Eigen / XLA).
 const ERF_P: [f32; 7] = [
     -2.726_142_3e-10,
@@ -51,7 +59,7 @@ const ERF_Q: [f32; 5] = [
 #[inline(always)]
 pub(super) fn exp_with<const FMA: bool>(x: f32) -> f32 {
     let madd = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
-    let xc = x.clamp(-87.3, 88.0);
+    let xc = x.clamp(EXP_MIN, EXP_MAX);
     let t = madd(xc, std::f32::consts::LOG2_E, EXP_ROUND);
     let n = t - EXP_ROUND;
     let ni = (t.to_bits() as i32).wrapping_sub(EXP_ROUND_BITS);
@@ -59,7 +67,7 @@ pub(super) fn exp_with<const FMA: bool>(x: f32) -> f32 {
     let p = EXP_POLY[1..].iter().fold(EXP_POLY[0], |p, &c| madd(p, r, c));
     let p = madd(p, r * r, r) + 1.0;
     let scale = f32::from_bits(((ni + 127) as u32) << 23);
-    if x < -87.3 {
+    if x < EXP_MIN {
         0.0
     } else {
         p * scale
@@ -71,13 +79,13 @@ pub(super) fn exp_with<const FMA: bool>(x: f32) -> f32 {
 #[inline(always)]
 pub(super) fn erf_with<const FMA: bool>(x: f32) -> f32 {
     let madd = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
-    let x = x.clamp(-4.0, 4.0);
+    let x = x.clamp(-ERF_CLAMP, ERF_CLAMP);
     let x2 = x * x;
     let p = ERF_P[1..].iter().fold(ERF_P[0], |p, &c| madd(x2, p, c));
     let p = x * p;
     let q = ERF_Q[1..].iter().fold(ERF_Q[0], |q, &c| madd(x2, q, c));
     // |erf| rounds to 1 in f32 beyond 3.9: saturate exactly, so that gelu(x) → 0 for very negative x.
-    if x.abs() >= 3.9 {
+    if x.abs() >= ERF_SATURATED {
         x.signum()
     } else {
         p / q
@@ -109,7 +117,7 @@ pub(super) fn quick_gelu(x: f32) -> f32 {
 /// [`quick_gelu`] on [`exp_with`]: its multiply-adds fused where `FMA`. Only for code compiled with FMA.
 #[inline(always)]
 pub(super) fn quick_gelu_with<const FMA: bool>(x: f32) -> f32 {
-    x / (1.0 + exp_with::<FMA>(-1.702 * x))
+    x / (1.0 + exp_with::<FMA>(-QUICK_GELU_SLOPE * x))
 }
 
 /// [`exp_with`], [`gelu_erf_with`] and [`quick_gelu_with`] (fused forms) on 16 lanes of an AVX-512 register,
@@ -119,7 +127,10 @@ pub(super) fn quick_gelu_with<const FMA: bool>(x: f32) -> f32 {
 pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{ERF_P, ERF_Q, EXP_LN2, EXP_POLY, EXP_ROUND, EXP_ROUND_BITS};
+    use super::{
+        ERF_CLAMP, ERF_P, ERF_Q, ERF_SATURATED, EXP_LN2, EXP_MAX, EXP_MIN, EXP_POLY, EXP_ROUND, EXP_ROUND_BITS,
+        QUICK_GELU_SLOPE,
+    };
 
     /// `x.clamp(lo, hi)`: `max` and `min` with the constant first, so that a NaN `x` comes through (as `clamp`).
     #[target_feature(enable = "avx512f")]
@@ -147,7 +158,7 @@ pub(super) mod avx512 {
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub(in crate::kernels::cpu) fn exp(x: __m512) -> __m512 {
-        let xc = clamp(x, -87.3, 88.0);
+        let xc = clamp(x, EXP_MIN, EXP_MAX);
         let t = madd(xc, _mm512_set1_ps(std::f32::consts::LOG2_E), EXP_ROUND);
         let n = _mm512_sub_ps(t, _mm512_set1_ps(EXP_ROUND));
         let ni = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(EXP_ROUND_BITS));
@@ -162,8 +173,8 @@ pub(super) mod avx512 {
         let p = horner(r, &EXP_POLY);
         let p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0));
         let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(ni, _mm512_set1_epi32(127))));
-        // 0 where x < −87.3 (a NaN compares false and keeps p · scale, as the scalar form).
-        let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-87.3));
+        // 0 where x < EXP_MIN (a NaN compares false and keeps p · scale, as the scalar form).
+        let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(EXP_MIN));
         _mm512_maskz_mul_ps(!below, p, scale)
     }
 
@@ -171,18 +182,18 @@ pub(super) mod avx512 {
     #[target_feature(enable = "avx512f")]
     #[inline]
     fn erf(x: __m512) -> __m512 {
-        let x = clamp(x, -4.0, 4.0);
+        let x = clamp(x, -ERF_CLAMP, ERF_CLAMP);
         let x2 = _mm512_mul_ps(x, x);
         let p = _mm512_mul_ps(x, horner(x2, &ERF_P));
         let q = horner(x2, &ERF_Q);
-        // ±1 where |x| ≥ 3.9: `signum`, 1 with x's sign (x is not NaN there).
+        // ±1 where |x| ≥ ERF_SATURATED: `signum`, 1 with x's sign (x is not NaN there).
         let sign = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(i32::MIN)));
         let signum = _mm512_castsi512_ps(_mm512_or_si512(
             _mm512_castps_si512(sign),
             _mm512_castps_si512(_mm512_set1_ps(1.0)),
         ));
         let abs = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(i32::MAX)));
-        let saturated = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(abs, _mm512_set1_ps(3.9));
+        let saturated = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(abs, _mm512_set1_ps(ERF_SATURATED));
         _mm512_mask_blend_ps(saturated, _mm512_div_ps(p, q), signum)
     }
 
@@ -201,7 +212,7 @@ pub(super) mod avx512 {
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub(in crate::kernels::cpu) fn quick_gelu(x: __m512) -> __m512 {
-        let e = exp(_mm512_mul_ps(_mm512_set1_ps(-1.702), x));
+        let e = exp(_mm512_mul_ps(_mm512_set1_ps(-QUICK_GELU_SLOPE), x));
         _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e))
     }
 }
