@@ -6,6 +6,8 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::math::avx512;
 use super::math::{gelu_erf_with, quick_gelu_with};
 use super::{apply_in_place, contiguous_mut, with_host_f32, Isa, Param, MIN_CHUNK};
 use crate::config::Activation;
@@ -114,6 +116,40 @@ impl Epilogue<'_> {
                 *v += r;
             }
         }
+    }
+
+    /// [`Epilogue::apply`]`::<true>` on the 16 values `y` of output row `row`, columns `col .. col + 16`, of an
+    /// output `width` wide, in AVX-512 registers: bias, activation (`math::avx512`), residual, each value bit for
+    /// bit as the scalar form makes it.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) fn apply_vector(
+        &self,
+        y: std::arch::x86_64::__m512,
+        (row, col): (usize, usize),
+        width: usize,
+    ) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::{_mm512_add_ps, _mm512_loadu_ps};
+        const LANES: usize = 16;
+        let mut y = y;
+        if let Some(b) = self.bias {
+            let b = &b[col..col + LANES];
+            // SAFETY: `b` is 16 values, the 64 bytes the load reads.
+            y = _mm512_add_ps(y, unsafe { _mm512_loadu_ps(b.as_ptr()) });
+        }
+        y = match self.act {
+            Act::None => y,
+            Act::GeluErf => avx512::gelu_erf(y),
+            Act::QuickGelu => avx512::quick_gelu(y),
+        };
+        if let Some(r) = self.residual {
+            let at = row * width + col;
+            let r = &r[at..at + LANES];
+            // SAFETY: `r` is 16 values.
+            y = _mm512_add_ps(y, unsafe { _mm512_loadu_ps(r.as_ptr()) });
+        }
+        y
     }
 
     /// An error naming `op` unless the residual, if any, has the (rows, width) output's shape: what

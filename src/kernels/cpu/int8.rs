@@ -15,11 +15,7 @@ use rten_tensor::NdTensorView;
 
 #[cfg(target_arch = "x86_64")]
 use super::amx::{self, Granted};
-#[cfg(target_arch = "x86_64")]
-use super::bias_act::Act;
 use super::bias_act::{Epilogue, Fused};
-#[cfg(target_arch = "x86_64")]
-use super::math::avx512;
 use super::math::{lane_max_of, lane_min_max, round_clamped};
 #[cfg(target_arch = "x86_64")]
 use super::packed::Output;
@@ -353,19 +349,16 @@ impl Dequantize<'_> {
         (row, col, height): (usize, usize, usize),
     ) {
         use std::arch::x86_64::{
-            _mm512_add_ps, _mm512_cvtepi32_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_mullo_epi32,
+            _mm512_cvtepi32_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mul_ps, _mm512_mullo_epi32,
             _mm512_set1_epi32, _mm512_set1_ps, _mm512_storeu_ps, _mm512_sub_epi32,
         };
         const LANES: usize = 16;
         let width = V * LANES;
         let (scales, code_sums) = (&self.scales[col..col + width], &self.code_sums[col..col + width]);
-        let Epilogue { bias, act, residual } = self.epilogue;
-        let bias = bias.map(|b| &b[col..col + width]);
         for (i, sums) in sums.chunks_exact(pitch).take(height).enumerate() {
             let (row_scale, zero) = self.row(row + i);
             let (row_scale, zero) = (_mm512_set1_ps(row_scale), _mm512_set1_epi32(zero));
             let at = (row + i) * out.width + col;
-            let residual = residual.map(|r| &r[at..at + width]);
             for v in 0..V {
                 let lanes = v * LANES..(v + 1) * LANES;
                 // SAFETY: each slice is 16 values (`sums` rows are at least `width` long, as `write_rows` reads),
@@ -374,26 +367,13 @@ impl Dequantize<'_> {
                     (
                         _mm512_loadu_si512(sums[lanes.clone()].as_ptr().cast()),
                         _mm512_loadu_ps(scales[lanes.clone()].as_ptr()),
-                        _mm512_loadu_si512(code_sums[lanes.clone()].as_ptr().cast()),
+                        _mm512_loadu_si512(code_sums[lanes].as_ptr().cast()),
                     )
                 };
                 // `dequantize`, lane by lane: (sum − zero · code_sum) as f32 · (row_scale · scale).
                 let exact = _mm512_sub_epi32(sum, _mm512_mullo_epi32(zero, code_sum));
-                let mut y = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(row_scale, scale));
-                // The epilogue, as `Epilogue::apply::<true>`: bias, activation, residual.
-                if let Some(b) = bias {
-                    // SAFETY: 16 values.
-                    y = _mm512_add_ps(y, unsafe { _mm512_loadu_ps(b[lanes.clone()].as_ptr()) });
-                }
-                y = match act {
-                    Act::None => y,
-                    Act::GeluErf => avx512::gelu_erf(y),
-                    Act::QuickGelu => avx512::quick_gelu(y),
-                };
-                if let Some(r) = residual {
-                    // SAFETY: 16 values.
-                    y = _mm512_add_ps(y, unsafe { _mm512_loadu_ps(r[lanes].as_ptr()) });
-                }
+                let y = _mm512_mul_ps(_mm512_cvtepi32_ps(exact), _mm512_mul_ps(row_scale, scale));
+                let y = self.epilogue.apply_vector(y, (row + i, col + v * LANES), out.width);
                 // SAFETY: (row + i, col + 16 v ..+ 16) lies inside the output and inside the calling task's block,
                 // which no other task writes (the caller's contract).
                 unsafe { _mm512_storeu_ps(out.ptr.add(at + v * LANES), y) };
