@@ -604,7 +604,8 @@ mod tests {
     /// `backend`'s values, bit for bit, are rten-gemm's, over every ISA's quantization and dequantization.
     #[cfg(target_arch = "x86_64")]
     fn gives_the_values_rten_gemm_gives(backend: Backend) {
-        // Rows off the 16-row AMX tile, the 32-row pair and the 6-row VNNI tile, several row blocks; depths off the
+        // Rows off the 16-row AMX tile, the 32-row pair and the 6-row VNNI tile (last tiles of 1 to 5 rows, which
+        // VNNI runs as 2-, 4- and 6-row tiles), several row blocks; depths off the
         // 64-deep step and the 512-deep VNNI slice; widths off the 32- and 64-column tiles, several column blocks; the
         // towers' depths.
         for (rows, k, n) in [
@@ -616,6 +617,7 @@ mod tests {
             (40, 4096, 96),
             (7, 130, 1000),
             (13, 600, 70),
+            (20, 520, 130),
         ] {
             let w = wave((n, k), 0.05, 0.3, 0.0);
             let x = values(&wave((rows, k), 2.0, 1.1, 0.3));
