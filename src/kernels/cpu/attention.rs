@@ -139,6 +139,7 @@ fn attend(qkv: &[f32], dims: Dims, scale: f32, mask: Option<&[f32]>, isa: Isa) -
             scale,
             mask,
             out,
+            isa,
         };
         // Borrowed and grown out here: inside the ISA's code the accessor was not inlined (its `mul_add`s became
         // calls), and the growth code made LLVM stop unrolling the tiles (scalar FMAs).
@@ -186,6 +187,8 @@ struct Head<'a> {
     /// The batch's additive mask over keys, padded to the scores' pitch ([`padded_masks`]).
     mask: &'a [f32],
     out: Output,
+    /// The instruction set the task runs in: which key transposes it may use.
+    isa: Isa,
 }
 
 impl Head<'_> {
@@ -210,7 +213,7 @@ impl Head<'_> {
             // Columns past the last key repeat it: the padded mask gives them no weight.
             for group in (0..width).step_by(NARROW) {
                 let keys: [&[f32]; NARROW] = std::array::from_fn(|j| self.row(1, (start + group + j).min(seq - 1)));
-                let done = transposed_depths::<W>(&keys, panel, (width, group));
+                let done = transposed_depths(self.isa, &keys, panel, (width, group));
                 key_columns(&keys, panel, (width, group), done);
             }
             at += width * depth;
@@ -300,16 +303,23 @@ impl Head<'_> {
 }
 
 /// Writes the first depths of the 16 `keys` into `panel`'s columns `col .. col + 16` (one row of `panel` per depth,
-/// `width` wide) as 16 × 16 transposes in AVX-512 registers where W is the AVX-512 tile's, and returns how many it
-/// wrote (none elsewhere): [`key_columns`] writes the rest.
+/// `width` wide) as transposes in registers, 16 × 16 on AVX-512 and 8 × 8 on AVX2, and returns how many it wrote
+/// (none on the baseline): [`key_columns`] writes the rest.
 #[inline(always)]
-fn transposed_depths<const W: usize>(keys: &[&[f32]; NARROW], panel: &mut [f32], at: (usize, usize)) -> usize {
+fn transposed_depths(isa: Isa, keys: &[&[f32]; NARROW], panel: &mut [f32], at: (usize, usize)) -> usize {
     #[cfg(target_arch = "x86_64")]
-    if W == WIDE {
-        // SAFETY: `attend` runs the WIDE tile only on the AVX-512 level, where the CPU has AVX-512F.
-        return unsafe { avx512::transpose_keys(keys, panel, at) };
+    match isa.level() {
+        // SAFETY: an `Isa` of the AVX-512 level is only made where the CPU has AVX-512F (`Isa::new`).
+        Level::Avx512 => unsafe { x86::transpose_keys_16(keys, panel, at) },
+        // SAFETY: an `Isa` of the AVX2 level is only made where the CPU has AVX2 (`Isa::new`).
+        Level::Avx2Fma => unsafe { x86::transpose_keys_8(keys, panel, at) },
+        Level::Baseline => 0,
     }
-    0
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, keys, panel, at);
+        0
+    }
 }
 
 /// Writes depths `from ..` of the 16 `keys` into `panel`'s columns `col .. col + 16`, one row of `panel` (`width`
@@ -325,35 +335,63 @@ fn key_columns(keys: &[&[f32]; NARROW], panel: &mut [f32], (width, col): (usize,
     }
 }
 
-/// The key panels' transposes in AVX-512 registers, 16 × 16 values at a time.
+/// The key panels' transposes in registers: 16 × 16 values at a time on AVX-512, 8 × 8 on AVX2.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+mod x86 {
     use std::arch::x86_64::{
-        __m512, _mm512_castpd_ps, _mm512_castps_pd, _mm512_loadu_ps, _mm512_setzero_ps, _mm512_shuffle_f32x4,
-        _mm512_storeu_ps, _mm512_unpackhi_pd, _mm512_unpackhi_ps, _mm512_unpacklo_pd, _mm512_unpacklo_ps,
+        __m256, __m512, _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_setzero_ps, _mm256_shuffle_ps,
+        _mm256_storeu_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps, _mm512_castpd_ps, _mm512_castps_pd, _mm512_loadu_ps,
+        _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_storeu_ps, _mm512_unpackhi_pd, _mm512_unpackhi_ps,
+        _mm512_unpacklo_pd, _mm512_unpacklo_ps,
     };
 
     use super::NARROW;
 
+    /// The depths of the 16 `keys` that both forms write: whole blocks of `block`, no more than `panel` has rows.
+    fn blocked_depth(keys: &[&[f32]; NARROW], panel: &[f32], width: usize, block: usize) -> usize {
+        keys.iter().map(|k| k.len()).fold(panel.len() / width, usize::min) / block * block
+    }
+
     /// Writes the whole 16-blocks of depths of the 16 `keys` into `panel` (a row `width` wide per depth) at columns
-    /// `col .. col + 16`, as [`super::key_columns`] does, and returns how many depths it wrote. A 16 × 16 block is 16 loads,
-    /// 64 shuffles and 16 stores instead of 256 scalar loads and stores.
+    /// `col .. col + 16`, as [`super::key_columns`] does, and returns how many depths it wrote. A 16 × 16 block is 16
+    /// loads, 64 shuffles and 16 stores instead of 256 scalar loads and stores.
     #[target_feature(enable = "avx512f")]
-    pub(super) fn transpose_keys(keys: &[&[f32]; NARROW], panel: &mut [f32], (width, col): (usize, usize)) -> usize {
-        let panel_rows = panel.len() / width;
-        let depth = keys.iter().map(|k| k.len()).fold(panel_rows, usize::min) / NARROW * NARROW;
-        for d0 in (0..depth).step_by(NARROW) {
-            let mut rows = [_mm512_setzero_ps(); NARROW];
+    pub(super) fn transpose_keys_16(keys: &[&[f32]; NARROW], panel: &mut [f32], (width, col): (usize, usize)) -> usize {
+        let depth = blocked_depth(keys, panel, width, 16);
+        for d0 in (0..depth).step_by(16) {
+            let mut rows = [_mm512_setzero_ps(); 16];
             for (row, key) in rows.iter_mut().zip(keys) {
-                let values = &key[d0..d0 + NARROW];
+                let values = &key[d0..d0 + 16];
                 // SAFETY: 16 values, the 64 bytes the load reads.
                 *row = unsafe { _mm512_loadu_ps(values.as_ptr()) };
             }
-            let columns = transpose(rows);
-            for (k, column) in columns.iter().enumerate() {
-                let dst = &mut panel[(d0 + k) * width + col..][..NARROW];
+            for (k, column) in transpose_16(rows).iter().enumerate() {
+                let dst = &mut panel[(d0 + k) * width + col..][..16];
                 // SAFETY: 16 values, the 64 bytes the store writes.
                 unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *column) };
+            }
+        }
+        depth
+    }
+
+    /// [`transpose_keys_16`] on AVX2: whole 8-blocks of depths, each as two 8 × 8 transposes (8 loads, 24 shuffles
+    /// and 8 stores for 64 values).
+    #[target_feature(enable = "avx2")]
+    pub(super) fn transpose_keys_8(keys: &[&[f32]; NARROW], panel: &mut [f32], (width, col): (usize, usize)) -> usize {
+        let depth = blocked_depth(keys, panel, width, 8);
+        for d0 in (0..depth).step_by(8) {
+            for (half, keys) in keys.chunks_exact(8).enumerate() {
+                let mut rows = [_mm256_setzero_ps(); 8];
+                for (row, key) in rows.iter_mut().zip(keys) {
+                    let values = &key[d0..d0 + 8];
+                    // SAFETY: 8 values, the 32 bytes the load reads.
+                    *row = unsafe { _mm256_loadu_ps(values.as_ptr()) };
+                }
+                for (k, column) in transpose_8(rows).iter().enumerate() {
+                    let dst = &mut panel[(d0 + k) * width + col + 8 * half..][..8];
+                    // SAFETY: 8 values, the 32 bytes the store writes.
+                    unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *column) };
+                }
             }
         }
         depth
@@ -363,7 +401,7 @@ mod avx512 {
     /// 64-bit pairs, then 128-bit quarters twice.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    fn transpose(r: [__m512; 16]) -> [__m512; 16] {
+    fn transpose_16(r: [__m512; 16]) -> [__m512; 16] {
         let mut t = r;
         for i in (0..16).step_by(2) {
             t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
@@ -390,6 +428,30 @@ mod avx512 {
             w[i + 8] = _mm512_shuffle_f32x4::<0xdd>(v[i], v[i + 8]);
         }
         w
+    }
+
+    /// The 8 × 8 transpose of `r`: 32-bit lanes interleaved, then 64-bit pairs picked, then 128-bit halves.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    fn transpose_8(r: [__m256; 8]) -> [__m256; 8] {
+        let mut t = r;
+        for i in (0..8).step_by(2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        let mut u = t;
+        for i in (0..8).step_by(4) {
+            u[i] = _mm256_shuffle_ps::<0x44>(t[i], t[i + 2]);
+            u[i + 1] = _mm256_shuffle_ps::<0xee>(t[i], t[i + 2]);
+            u[i + 2] = _mm256_shuffle_ps::<0x44>(t[i + 1], t[i + 3]);
+            u[i + 3] = _mm256_shuffle_ps::<0xee>(t[i + 1], t[i + 3]);
+        }
+        let mut v = u;
+        for i in 0..4 {
+            v[i] = _mm256_permute2f128_ps::<0x20>(u[i], u[i + 4]);
+            v[i + 4] = _mm256_permute2f128_ps::<0x31>(u[i], u[i + 4]);
+        }
+        v
     }
 }
 
@@ -482,24 +544,29 @@ mod tests {
 
     #[test]
     fn transposed_keys_are_the_scalar_columns() {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        for_each_isa("attention's key transposes", |isa| {
             // Head sizes below one block, of whole blocks, and with a tail; panels of one group and of four.
-            for (depth, width, col) in [(8, 16, 0), (64, 16, 0), (80, 64, 48), (24, 64, 16)] {
+            for (depth, width, col) in [(4, 16, 0), (8, 16, 0), (64, 16, 0), (80, 64, 48), (28, 64, 16)] {
                 let values = crate::kernels::cpu::testing::values(&wave(NARROW * depth, 2.0, 0.7, 0.1));
                 let keys: [&[f32]; NARROW] = std::array::from_fn(|j| &values[j * depth..][..depth]);
                 let mut want = vec![f32::NAN; width * depth];
                 key_columns(&keys, &mut want, (width, col), 0);
                 let mut got = vec![f32::NAN; width * depth];
-                // SAFETY: the CPU has AVX-512F (checked above).
-                let done = unsafe { avx512::transpose_keys(&keys, &mut got, (width, col)) };
-                assert_eq!(done, depth / NARROW * NARROW, "{depth} deep");
+                let done = transposed_depths(isa, &keys, &mut got, (width, col));
+                let block = match isa.level() {
+                    Level::Avx512 => 16,
+                    Level::Avx2Fma => 8,
+                    Level::Baseline => usize::MAX,
+                };
+                assert_eq!(done, depth / block * block, "{isa:?}, {depth} deep");
                 key_columns(&keys, &mut got, (width, col), done);
-                assert_eq!(bits_of(&got), bits_of(&want), "{depth} deep, {width} wide, at {col}");
+                assert_eq!(
+                    bits_of(&got),
+                    bits_of(&want),
+                    "{isa:?}, {depth} deep, {width} wide, at {col}"
+                );
             }
-            return;
-        }
-        println!("attention's key transpose: skipped, this CPU lacks AVX-512F");
+        });
     }
 
     #[test]
