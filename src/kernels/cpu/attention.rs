@@ -208,8 +208,9 @@ impl Head<'_> {
         let mut at = 0;
         for (start, width) in panel_starts::<W>(seq) {
             let panel = &mut panels[at..][..width * depth];
-            // NARROW keys at a time: on AVX-512 their depths transposed in registers, 16 at a time (the scalar
-            // loop was a quarter of the kernel's samples on int8 text 32 x 16; the tower 0.8-0.9 % faster, Zen 4).
+            // NARROW keys at a time, their depths transposed in registers, 16 × 16 on AVX-512 and 8 × 8 on AVX2
+            // (the scalar loop was a quarter of the kernel's samples on int8 text 32 x 16; the tower 0.8-0.9 %
+            // faster, Zen 4).
             // Columns past the last key repeat it: the padded mask gives them no weight.
             for group in (0..width).step_by(NARROW) {
                 let keys: [&[f32]; NARROW] = std::array::from_fn(|j| self.row(1, (start + group + j).min(seq - 1)));

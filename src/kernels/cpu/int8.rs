@@ -605,9 +605,8 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     fn gives_the_values_rten_gemm_gives(backend: Backend) {
         // Rows off the 16-row AMX tile, the 32-row pair and the 6-row VNNI tile (last tiles of 1 to 5 rows, which
-        // VNNI runs as 2-, 4- and 6-row tiles), several row blocks; depths off the
-        // 64-deep step and the 512-deep VNNI slice; widths off the 32- and 64-column tiles, several column blocks; the
-        // towers' depths.
+        // VNNI runs as 2-, 4- and 6-row tiles), several row blocks; depths off the 64-deep step and the 512-deep
+        // VNNI slice; widths off the 32- and 64-column tiles, several column blocks; the towers' depths.
         for (rows, k, n) in [
             (1, 5, 7),
             (17, 64, 33),
