@@ -328,12 +328,18 @@ fn transposed_depths(isa: Isa, keys: &[&[f32]; NARROW], panel: &mut [f32], at: (
 /// a time took 6 % of the kernel).
 #[inline(always)]
 fn key_columns(keys: &[&[f32]; NARROW], panel: &mut [f32], (width, col): (usize, usize), from: usize) {
-    let depth = keys.iter().map(|k| k.len()).fold(panel.len() / width, usize::min);
+    let depth = key_depth(keys, panel, width);
     for (k, dst) in panel.chunks_exact_mut(width).enumerate().take(depth).skip(from) {
         // SAFETY: k < depth, which no key row is shorter than.
         let column: [f32; NARROW] = std::array::from_fn(|j| unsafe { *keys[j].get_unchecked(k) });
         dst[col..col + NARROW].copy_from_slice(&column);
     }
+}
+
+/// The depths both the keys and `panel` (rows `width` wide, one per depth) have: what the key writers may write.
+#[inline(always)]
+fn key_depth(keys: &[&[f32]; NARROW], panel: &[f32], width: usize) -> usize {
+    keys.iter().map(|k| k.len()).fold(panel.len() / width, usize::min)
 }
 
 /// The key panels' transposes in registers: 16 × 16 values at a time on AVX-512, 8 × 8 on AVX2.
@@ -350,7 +356,7 @@ mod x86 {
 
     /// The depths of the 16 `keys` that both forms write: whole blocks of `block`, no more than `panel` has rows.
     fn blocked_depth(keys: &[&[f32]; NARROW], panel: &[f32], width: usize, block: usize) -> usize {
-        keys.iter().map(|k| k.len()).fold(panel.len() / width, usize::min) / block * block
+        super::key_depth(keys, panel, width) / block * block
     }
 
     /// Writes the whole 16-blocks of depths of the 16 `keys` into `panel` (a row `width` wide per depth) at columns
