@@ -75,6 +75,59 @@ impl Granted {
     }
 }
 
+/// The tile unit the kernel's products run on: the CPU's, or in tests a scalar model of its three instructions, so
+/// that the weight packing, the blocking and the finishing around them run on every x86-64 CPU, not only where AMX
+/// is granted (the instructions themselves were last checked on an AMX Xeon, 927451e).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tiles {
+    /// AMX-INT8, present and granted.
+    Granted(Granted),
+    /// `tileloadd`, `tdpbusd` and `tilestored` as the Intel SDM defines them, in scalar Rust ([`model`]).
+    #[cfg(test)]
+    Model,
+}
+
+impl Tiles {
+    /// The CPU's tiles where AMX-INT8 may run.
+    pub(super) fn check() -> Option<Self> {
+        Granted::check().map(Self::Granted)
+    }
+
+    /// Configures this thread's tiles as `config` says.
+    fn load(self, config: &TileConfig) {
+        match self {
+            // SAFETY: `granted` proves the CPU has AMX-INT8 and the OS granted the tile state; `config` is a valid
+            // palette-1 configuration (`TileConfig::new`).
+            Self::Granted(granted) => unsafe { config.load(granted) },
+            #[cfg(test)]
+            Self::Model => {}
+        }
+    }
+
+    /// [`product`] on this unit.
+    ///
+    /// # Safety
+    /// [`Tiles::load`] ran on this thread, and `a` and `b` hold what [`product`] reads.
+    unsafe fn product(self, a: &[u8], pitch: usize, b: &[u8], (steps, two_rows): (usize, bool), sums: &mut Sums) {
+        match self {
+            // SAFETY: `Granted` proves the CPU and OS allow the tiles, and the rest is this function's contract.
+            Self::Granted(_) => unsafe { product(a, pitch, b, steps, two_rows, sums) },
+            #[cfg(test)]
+            Self::Model => model::product(a, pitch, b, steps, two_rows, sums),
+        }
+    }
+
+    /// Returns this thread's tiles to their initial state.
+    fn release(self) {
+        match self {
+            // SAFETY: as for `load`.
+            Self::Granted(granted) => unsafe { TileConfig::release(granted) },
+            #[cfg(test)]
+            Self::Model => {}
+        }
+    }
+}
+
 /// `codes` (`rows` rounded up to 16, by `weight.depth()`, u8) times the weight's codes, dequantized into a new
 /// (rows, out) buffer written once. `out_dim` is the weight's.
 pub(super) fn matmul(
@@ -82,11 +135,10 @@ pub(super) fn matmul(
     rows: usize,
     weight: &CodePanels,
     dq: Dequantize,
-    (granted, isa): (Granted, Isa),
+    (tiles, isa): (Tiles, Isa),
 ) -> Vec<f32> {
     let job = Job::new(codes, rows, weight, dq);
-    let task =
-        |job, block| dispatch!(isa, (job: Job, block: Block, granted: Granted) { run_block(job, block, granted) });
+    let task = |job, block| dispatch!(isa, (job: Job, block: Block, tiles: Tiles) { run_block(job, block, tiles) });
     // SAFETY: `run_block` writes every value of its block.
     unsafe { job.run((MC, BLOCK_COLS), MAX_BLOCK_COLS, task) }
 }
@@ -98,7 +150,7 @@ struct Sums([i32; BLOCK_COLS * BLOCK_COLS]);
 /// One task's block: per 32-column pair of weight panels, per pair of 16-row input tiles, the sums over the whole
 /// depth, then their dequantization into the output.
 #[inline(always)]
-fn run_block(job: Job, block: Block, granted: Granted) {
+fn run_block(job: Job, block: Block, tiles: Tiles) {
     let Job {
         codes,
         weight,
@@ -108,26 +160,23 @@ fn run_block(job: Job, block: Block, granted: Granted) {
     } = job;
     let (depth, panel_len) = (weight.depth(), weight.panel_len());
     let steps = depth / TILE_DEPTH;
-    let tiles = weight.values();
+    let panels = weight.values();
     let mut sums = Sums([0; BLOCK_COLS * BLOCK_COLS]);
-    let config = TileConfig::new();
-    // SAFETY: `granted` proves the CPU has AMX-INT8 and the OS granted the tile state; the configuration is
-    // a valid palette-1 one (`TileConfig::new`).
-    unsafe { config.load(granted) };
+    tiles.load(&TileConfig::new());
     for j0 in (block.cols.0..block.cols.1).step_by(BLOCK_COLS) {
-        let b = &tiles[j0 / TILE_ROWS * panel_len..][..2 * panel_len];
+        let b = &panels[j0 / TILE_ROWS * panel_len..][..2 * panel_len];
         for i0 in (block.rows.0..block.rows.1).step_by(BLOCK_COLS) {
             let height = BLOCK_COLS.min(rows - i0);
+            // One or two 16-row tiles of `steps` steps at row pitch `depth`, and two panels of `steps` tiles each:
+            // what `product` reads, checked by this slicing.
             let a = &codes[i0 * depth..][..height.next_multiple_of(TILE_ROWS) * depth];
-            // SAFETY: as above, with the tiles configured; `a` holds one or two 16-row tiles of `steps` steps at
-            // row pitch `depth`, `b` two panels of `steps` tiles each (both checked by the slicing above).
-            unsafe { product(a, depth, b, steps, height > TILE_ROWS, &mut sums) };
+            // SAFETY: the tiles were loaded above, on this thread; `a` and `b` as sliced.
+            unsafe { tiles.product(a, depth, b, (steps, height > TILE_ROWS), &mut sums) };
             let width = BLOCK_COLS.min(out.width - j0);
             dq.write(&sums.0, BLOCK_COLS, out, (i0, j0, height, width));
         }
     }
-    // SAFETY: as for `load`; releasing returns the tiles to their initial state.
-    unsafe { TileConfig::release(granted) };
+    tiles.release();
 }
 
 /// `sums` = one or two (`two_rows`) 16-row tiles of `a` times two 16-column panels of `b`, over `steps` depth steps.
@@ -239,5 +288,70 @@ impl TileConfig {
     unsafe fn release(_granted: Granted) {
         // SAFETY: per the contract the instruction exists and may be used.
         unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
+/// A scalar model of the three tile instructions the kernel issues, as the Intel SDM defines them (`TILELOADD`,
+/// `TDPBUSD`, `TILESTORED`), on the configuration [`TileConfig::new`] makes: tiles of 16 rows × 64 bytes.
+#[cfg(test)]
+mod model {
+    use super::{Sums, BLOCK_COLS, TILE_BYTES, TILE_DEPTH, TILE_ROWS};
+
+    /// A tile of 16 rows × 64 bytes: input or weight codes.
+    type Tile = [[u8; TILE_DEPTH]; TILE_ROWS];
+    /// The same tile as 16 rows of 16 i32 sums.
+    type SumTile = [[i32; TILE_ROWS]; TILE_ROWS];
+
+    /// `tileloadd`: 16 rows of 64 bytes, `stride` bytes apart from `at`.
+    fn load(bytes: &[u8], at: usize, stride: usize) -> Tile {
+        std::array::from_fn(|r| bytes[at + r * stride..][..TILE_DEPTH].try_into().unwrap())
+    }
+
+    /// `tdpbusd c, a, b`: per row m, per dword k of a's row, per column n, the dot product of a's 4 bytes (unsigned)
+    /// with the 4 bytes of b's row k at dword n (signed), added to c[m][n] (wrapping, as the SDM's 32-bit adds).
+    fn dpbusd(c: &mut SumTile, a: &Tile, b: &Tile) {
+        for (c_row, a_row) in c.iter_mut().zip(a) {
+            for (k, four) in a_row.chunks_exact(4).enumerate() {
+                for (n, sum) in c_row.iter_mut().enumerate() {
+                    let dot: i32 = (0..4)
+                        .map(|i| i32::from(four[i]) * i32::from(b[k][4 * n + i] as i8))
+                        .sum();
+                    *sum = sum.wrapping_add(dot);
+                }
+            }
+        }
+    }
+
+    /// `tilestored`: the tile's rows at `at` of `sums`, `BLOCK_COLS` i32 apart (the kernel's 128-byte stride).
+    fn store(sums: &mut Sums, at: usize, tile: &SumTile) {
+        for (r, row) in tile.iter().enumerate() {
+            sums.0[at + r * BLOCK_COLS..][..TILE_ROWS].copy_from_slice(row);
+        }
+    }
+
+    /// [`super::product`]'s instruction sequence on the model: the same loads, products and stores.
+    pub(super) fn product(a: &[u8], pitch: usize, b: &[u8], steps: usize, two_rows: bool, sums: &mut Sums) {
+        let mut c = [[[0i32; TILE_ROWS]; TILE_ROWS]; 4];
+        let (a1, b1) = (TILE_ROWS * pitch, steps * TILE_BYTES);
+        for step in 0..steps {
+            let (a_at, b_at) = (step * TILE_DEPTH, step * TILE_BYTES);
+            let (tmm4, tmm6, tmm7) = (
+                load(a, a_at, pitch),
+                load(b, b_at, TILE_DEPTH),
+                load(b, b1 + b_at, TILE_DEPTH),
+            );
+            dpbusd(&mut c[0], &tmm4, &tmm6);
+            dpbusd(&mut c[1], &tmm4, &tmm7);
+            if two_rows {
+                let tmm5 = load(a, a1 + a_at, pitch);
+                dpbusd(&mut c[2], &tmm5, &tmm6);
+                dpbusd(&mut c[3], &tmm5, &tmm7);
+            }
+        }
+        let corners = [0, TILE_ROWS, TILE_ROWS * BLOCK_COLS, TILE_ROWS * BLOCK_COLS + TILE_ROWS];
+        let stored = if two_rows { 4 } else { 2 };
+        for (tile, at) in c.iter().zip(corners).take(stored) {
+            store(sums, at, tile);
+        }
     }
 }
