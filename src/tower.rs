@@ -50,7 +50,7 @@ pub(crate) trait Tower: Sized {
         Self::load_from(&cfg, &CheckpointView::from_dir(dir, dtype, device)?)
     }
 
-    /// Quantizes [`Tower::encoder_projections`] to `quantization`; returns how many were.
+    /// Quantizes each encoder layer's [`EncoderLayer::projections`] to `quantization`; returns how many were.
     fn quantize_encoder(&mut self, quantization: Quantization) -> Result<usize> {
         Linear::quantize_all(
             self.encoder_layers().iter_mut().flat_map(EncoderLayer::projections),

@@ -54,7 +54,7 @@ const ERF_Q: [f32; 5] = [
     -1.426_473_9e-2,
 ];
 
-/// [`exp`], its multiply-adds fused where `FMA` (the polynomial's chain then takes 9 instructions fewer: a third
+/// `exp` (the tests' unfused reference), its multiply-adds fused where `FMA` (the polynomial's chain then takes 9 instructions fewer: a third
 /// of the attention kernel's softmax on Zen 5). Only for code compiled with FMA: elsewhere `mul_add` is a call.
 #[inline(always)]
 pub(super) fn exp_with<const FMA: bool>(x: f32) -> f32 {
@@ -100,7 +100,7 @@ pub(super) fn gelu_erf(x: f32) -> f32 {
     gelu_erf_with::<false>(x)
 }
 
-/// [`gelu_erf`], its polynomials' multiply-adds fused where `FMA` (11 instructions fewer a vector: the int8 text
+/// `gelu_erf` (the tests' reference), its polynomials' multiply-adds fused where `FMA` (11 instructions fewer a vector: the int8 text
 /// tower's GELU epilogue was 2.5 % of its GEMM kernel's samples on a Zen 4). Only for code compiled with FMA.
 #[inline(always)]
 pub(super) fn gelu_erf_with<const FMA: bool>(x: f32) -> f32 {
@@ -114,7 +114,7 @@ pub(super) fn quick_gelu(x: f32) -> f32 {
     quick_gelu_with::<false>(x)
 }
 
-/// [`quick_gelu`] on [`exp_with`]: its multiply-adds fused where `FMA`. Only for code compiled with FMA.
+/// `quick_gelu` (the tests' reference) on [`exp_with`]: its multiply-adds fused where `FMA`. Only for code compiled with FMA.
 #[inline(always)]
 pub(super) fn quick_gelu_with<const FMA: bool>(x: f32) -> f32 {
     x / (1.0 + exp_with::<FMA>(-QUICK_GELU_SLOPE * x))
