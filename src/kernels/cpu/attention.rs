@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::math::{exp_with, lane_update_max, lane_update_sum};
 use super::packed::Output;
-use super::{copy_up_to, with_host_f32, Isa, Level};
+use super::{copy_up_to, transpose, with_host_f32, Isa, Level};
 use crate::error::Result;
 use crate::kernels::{self, Kernels};
 
@@ -27,7 +27,7 @@ const MR: usize = 6;
 const WIDE: usize = 64;
 /// Columns of the narrow tile: the width elsewhere, and of the last key panel on AVX-512 (257 vision tokens would
 /// otherwise fill a 64-wide panel with one key).
-const NARROW: usize = 16;
+const NARROW: usize = transpose::ROWS;
 
 /// The shape of one attention call: batch, sequence (keys), heads, head size, and the queries computed: each
 /// sequence's first `queries` tokens (all of them, or the first alone where only it is read on).
@@ -214,8 +214,7 @@ impl Head<'_> {
             // Columns past the last key repeat it: the padded mask gives them no weight.
             for group in (0..width).step_by(NARROW) {
                 let keys: [&[f32]; NARROW] = std::array::from_fn(|j| self.row(1, (start + group + j).min(seq - 1)));
-                let done = transposed_depths(self.isa, &keys, panel, (width, group));
-                key_columns(&keys, panel, (width, group), done);
+                transpose::into_values(self.isa, &keys, panel, (width, group));
             }
             at += width * depth;
         }
@@ -300,165 +299,6 @@ impl Head<'_> {
             let dst = unsafe { std::slice::from_raw_parts_mut(self.out.ptr.add(at), width) };
             copy_up_to::<W>(dst, &values, width);
         }
-    }
-}
-
-/// Writes the first depths of the 16 `keys` into `panel`'s columns `col .. col + 16` (one row of `panel` per depth,
-/// `width` wide) as transposes in registers, 16 × 16 on AVX-512 and 8 × 8 on AVX2, and returns how many it wrote
-/// (none on the baseline): [`key_columns`] writes the rest.
-#[inline(always)]
-fn transposed_depths(isa: Isa, keys: &[&[f32]; NARROW], panel: &mut [f32], at: (usize, usize)) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    match isa.level() {
-        // SAFETY: an `Isa` of the AVX-512 level is only made where the CPU has AVX-512F (`Isa::new`).
-        Level::Avx512 => unsafe { x86::transpose_keys_16(keys, panel, at) },
-        // SAFETY: an `Isa` of the AVX2 level is only made where the CPU has AVX2 (`Isa::new`).
-        Level::Avx2Fma => unsafe { x86::transpose_keys_8(keys, panel, at) },
-        Level::Baseline => 0,
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (isa, keys, panel, at);
-        0
-    }
-}
-
-/// Writes depths `from ..` of the 16 `keys` into `panel`'s columns `col .. col + 16`, one row of `panel` (`width`
-/// wide) per depth; `panel` has a row for each of the keys' depths. A whole vector is written per depth (a value at
-/// a time took 6 % of the kernel).
-#[inline(always)]
-fn key_columns(keys: &[&[f32]; NARROW], panel: &mut [f32], (width, col): (usize, usize), from: usize) {
-    let depth = key_depth(keys, panel, width);
-    for (k, dst) in panel.chunks_exact_mut(width).enumerate().take(depth).skip(from) {
-        // SAFETY: k < depth, which no key row is shorter than.
-        let column: [f32; NARROW] = std::array::from_fn(|j| unsafe { *keys[j].get_unchecked(k) });
-        dst[col..col + NARROW].copy_from_slice(&column);
-    }
-}
-
-/// The depths both the keys and `panel` (rows `width` wide, one per depth) have: what the key writers may write.
-#[inline(always)]
-fn key_depth(keys: &[&[f32]; NARROW], panel: &[f32], width: usize) -> usize {
-    keys.iter().map(|k| k.len()).fold(panel.len() / width, usize::min)
-}
-
-/// The key panels' transposes in registers: 16 × 16 values at a time on AVX-512, 8 × 8 on AVX2.
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::{
-        __m256, __m512, _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_setzero_ps, _mm256_shuffle_ps,
-        _mm256_storeu_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps, _mm512_castpd_ps, _mm512_castps_pd, _mm512_loadu_ps,
-        _mm512_setzero_ps, _mm512_shuffle_f32x4, _mm512_storeu_ps, _mm512_unpackhi_pd, _mm512_unpackhi_ps,
-        _mm512_unpacklo_pd, _mm512_unpacklo_ps,
-    };
-
-    use super::NARROW;
-
-    /// The depths of the 16 `keys` that both forms write: whole blocks of `block`, no more than `panel` has rows.
-    fn blocked_depth(keys: &[&[f32]; NARROW], panel: &[f32], width: usize, block: usize) -> usize {
-        super::key_depth(keys, panel, width) / block * block
-    }
-
-    /// Writes the whole 16-blocks of depths of the 16 `keys` into `panel` (a row `width` wide per depth) at columns
-    /// `col .. col + 16`, as [`super::key_columns`] does, and returns how many depths it wrote. A 16 × 16 block is 16
-    /// loads, 64 shuffles and 16 stores instead of 256 scalar loads and stores.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn transpose_keys_16(keys: &[&[f32]; NARROW], panel: &mut [f32], (width, col): (usize, usize)) -> usize {
-        let depth = blocked_depth(keys, panel, width, 16);
-        for d0 in (0..depth).step_by(16) {
-            let mut rows = [_mm512_setzero_ps(); 16];
-            for (row, key) in rows.iter_mut().zip(keys) {
-                let values = &key[d0..d0 + 16];
-                // SAFETY: 16 values, the 64 bytes the load reads.
-                *row = unsafe { _mm512_loadu_ps(values.as_ptr()) };
-            }
-            for (k, column) in transpose_16(rows).iter().enumerate() {
-                let dst = &mut panel[(d0 + k) * width + col..][..16];
-                // SAFETY: 16 values, the 64 bytes the store writes.
-                unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), *column) };
-            }
-        }
-        depth
-    }
-
-    /// [`transpose_keys_16`] on AVX2: whole 8-blocks of depths, each as two 8 × 8 transposes (8 loads, 24 shuffles
-    /// and 8 stores for 64 values).
-    #[target_feature(enable = "avx2")]
-    pub(super) fn transpose_keys_8(keys: &[&[f32]; NARROW], panel: &mut [f32], (width, col): (usize, usize)) -> usize {
-        let depth = blocked_depth(keys, panel, width, 8);
-        for d0 in (0..depth).step_by(8) {
-            for (half, keys) in keys.chunks_exact(8).enumerate() {
-                let mut rows = [_mm256_setzero_ps(); 8];
-                for (row, key) in rows.iter_mut().zip(keys) {
-                    let values = &key[d0..d0 + 8];
-                    // SAFETY: 8 values, the 32 bytes the load reads.
-                    *row = unsafe { _mm256_loadu_ps(values.as_ptr()) };
-                }
-                for (k, column) in transpose_8(rows).iter().enumerate() {
-                    let dst = &mut panel[(d0 + k) * width + col + 8 * half..][..8];
-                    // SAFETY: 8 values, the 32 bytes the store writes.
-                    unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), *column) };
-                }
-            }
-        }
-        depth
-    }
-
-    /// The 16 × 16 transpose of `r`: element k of result j is element j of `r[k]`. Interleaves 32-bit lanes, then
-    /// 64-bit pairs, then 128-bit quarters twice.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    fn transpose_16(r: [__m512; 16]) -> [__m512; 16] {
-        let mut t = r;
-        for i in (0..16).step_by(2) {
-            t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-            t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-        }
-        let pd = _mm512_castps_pd;
-        let mut u = t;
-        for i in (0..16).step_by(4) {
-            u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[i]), pd(t[i + 2])));
-            u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[i]), pd(t[i + 2])));
-            u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(pd(t[i + 1]), pd(t[i + 3])));
-            u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(pd(t[i + 1]), pd(t[i + 3])));
-        }
-        let mut v = u;
-        for half in [0, 8] {
-            for i in 0..4 {
-                v[half + i] = _mm512_shuffle_f32x4::<0x88>(u[half + i], u[half + i + 4]);
-                v[half + i + 4] = _mm512_shuffle_f32x4::<0xdd>(u[half + i], u[half + i + 4]);
-            }
-        }
-        let mut w = v;
-        for i in 0..8 {
-            w[i] = _mm512_shuffle_f32x4::<0x88>(v[i], v[i + 8]);
-            w[i + 8] = _mm512_shuffle_f32x4::<0xdd>(v[i], v[i + 8]);
-        }
-        w
-    }
-
-    /// The 8 × 8 transpose of `r`: 32-bit lanes interleaved, then 64-bit pairs picked, then 128-bit halves.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    fn transpose_8(r: [__m256; 8]) -> [__m256; 8] {
-        let mut t = r;
-        for i in (0..8).step_by(2) {
-            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-        }
-        let mut u = t;
-        for i in (0..8).step_by(4) {
-            u[i] = _mm256_shuffle_ps::<0x44>(t[i], t[i + 2]);
-            u[i + 1] = _mm256_shuffle_ps::<0xee>(t[i], t[i + 2]);
-            u[i + 2] = _mm256_shuffle_ps::<0x44>(t[i + 1], t[i + 3]);
-            u[i + 3] = _mm256_shuffle_ps::<0xee>(t[i + 1], t[i + 3]);
-        }
-        let mut v = u;
-        for i in 0..4 {
-            v[i] = _mm256_permute2f128_ps::<0x20>(u[i], u[i + 4]);
-            v[i + 4] = _mm256_permute2f128_ps::<0x31>(u[i], u[i + 4]);
-        }
-        v
     }
 }
 
@@ -547,33 +387,6 @@ mod tests {
             }
         }
         ctx
-    }
-
-    #[test]
-    fn transposed_keys_are_the_scalar_columns() {
-        for_each_isa("attention's key transposes", |isa| {
-            // Head sizes below one block, of whole blocks, and with a tail; panels of one group and of four.
-            for (depth, width, col) in [(4, 16, 0), (8, 16, 0), (64, 16, 0), (80, 64, 48), (28, 64, 16)] {
-                let values = crate::kernels::cpu::testing::values(&wave(NARROW * depth, 2.0, 0.7, 0.1));
-                let keys: [&[f32]; NARROW] = std::array::from_fn(|j| &values[j * depth..][..depth]);
-                let mut want = vec![f32::NAN; width * depth];
-                key_columns(&keys, &mut want, (width, col), 0);
-                let mut got = vec![f32::NAN; width * depth];
-                let done = transposed_depths(isa, &keys, &mut got, (width, col));
-                let block = match isa.level() {
-                    Level::Avx512 => 16,
-                    Level::Avx2Fma => 8,
-                    Level::Baseline => usize::MAX,
-                };
-                assert_eq!(done, depth / block * block, "{isa:?}, {depth} deep");
-                key_columns(&keys, &mut got, (width, col), done);
-                assert_eq!(
-                    bits_of(&got),
-                    bits_of(&want),
-                    "{isa:?}, {depth} deep, {width} wide, at {col}"
-                );
-            }
-        });
     }
 
     #[test]

@@ -53,6 +53,7 @@ mod layer_norm;
 mod math;
 mod memory;
 mod packed;
+mod transpose;
 #[cfg(target_arch = "x86_64")]
 mod vnni;
 

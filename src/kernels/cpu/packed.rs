@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::bias_act::{Epilogue, Fused};
-use super::{contiguous, with_host_f32, Isa, Level, Param};
+use super::{contiguous, transpose, with_host_f32, Isa, Level, Param};
 use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::kernels::{self, Kernels};
@@ -22,6 +22,8 @@ const MR: usize = 6;
 const NR_WIDE: usize = 64;
 /// Columns of the register tile elsewhere: two 8-lane AVX2 vectors.
 const NR: usize = 16;
+// Panels are written 16 rows at a time (`fill_panels`).
+const _: () = assert!(NR.is_multiple_of(transpose::ROWS) && NR_WIDE.is_multiple_of(transpose::ROWS));
 /// Depth of one pass over a tile: a KC-deep slice of one B panel (64 KiB on AVX2, 256 KiB on AVX-512) stays in L2
 /// while every tile of the task's rows reads it. Each pass past the first reloads the tiles' sums from the output;
 /// on the vision tower's shapes (depth 1024 and 4096) KC 1024 ran 15–25 % faster than 256 (BENCHMARKS.md, eleventh
@@ -107,8 +109,10 @@ impl Panels {
 }
 
 /// Reads the (out, in) f32 weight `name` under `view` into the panels `slots` starts with, `width` wide, packed
-/// with `isa`'s code, one chunk of whole panels (about 1 M values) at a time; returns how many slots it wrote, from
-/// the first on.
+/// with `isa`'s code, one chunk of whole panels at a time; returns how many slots it wrote, from the first on. A
+/// chunk is about 64 Ki values (256 KiB; at least one panel), so that the read's copy is still in L2 when it is
+/// packed: towers loaded 8-10 % faster than with 4 MiB chunks (AMD EPYC Zen 4, with the transposes of
+/// [`fill_panels`]; loading is bound by memory traffic, and the scalar packing showed no gain).
 fn read_panels(
     view: &CheckpointView,
     name: &str,
@@ -117,7 +121,7 @@ fn read_panels(
     isa: Isa,
     slots: &mut [MaybeUninit<f32>],
 ) -> Result<usize> {
-    let chunk_rows = ((1 << 20) / in_dim / width).max(1) * width;
+    let chunk_rows = ((1 << 16) / in_dim / width).max(1) * width;
     let panel_len = in_dim * width;
     // The chunks come in order: `written` counts the slots filled so far, and a chunk elsewhere is refused.
     let mut written = 0;
@@ -136,22 +140,32 @@ fn read_panels(
 }
 
 /// Packs `rows` (row-major, `depth` wide) into the panels `panels` starts with, every value of them written, one
-/// rayon task per panel.
+/// rayon task per panel. Weight panels (16 or 64 wide) take 16 rows at a time as columns ([`transpose::into_slots`]:
+/// 16 × 16 transposes in registers on AVX-512, 8 × 8 on AVX2; 2.1× faster than [`pack_panel`] at 4096 × 1024 on a
+/// Zen 4), zero rows past the last; the inputs' 6-row panels take [`pack_panel`].
 fn fill_panels(panels: &mut [MaybeUninit<f32>], rows: &[f32], depth: usize, width: usize, isa: Isa) {
     let panel_len = (depth * width).max(1);
-    panels
-        .par_chunks_mut(panel_len)
-        .zip(rows.par_chunks(panel_len))
-        .for_each(|(panel, rows)| {
+    let tasks = panels.par_chunks_mut(panel_len).zip(rows.par_chunks(panel_len));
+    if !width.is_multiple_of(transpose::ROWS) {
+        return tasks.for_each(|(panel, rows)| {
             dispatch!(isa, (rows: &[f32], depth: usize, width: usize, panel: &mut [MaybeUninit<f32>]) {
                 pack_panel(rows, depth, width, panel)
             })
         });
+    }
+    let zeros = vec![0.0; depth];
+    tasks.for_each(|(panel, rows)| {
+        for col in (0..width).step_by(transpose::ROWS) {
+            let group: [&[f32]; transpose::ROWS] =
+                std::array::from_fn(|j| rows.get((col + j) * depth..(col + j + 1) * depth).unwrap_or(&zeros));
+            transpose::into_slots(isa, &group, panel, (width, col));
+        }
+    });
 }
 
 /// Writes up to `width` rows of `depth` values transposed into `panel` (depth × width), zeros past the last row; 8
 /// values of each row at a time, so the writes stay in one 512-byte stretch (row by row, each write landed on a new
-/// cache line: 7× slower).
+/// cache line: 7× slower). For inputs' panels and weight codes; f32 weights take [`fill_panels`]'s transposes.
 #[inline(always)]
 fn pack_panel<T: Copy + bytemuck::Zeroable>(rows: &[T], depth: usize, width: usize, panel: &mut [MaybeUninit<T>]) {
     const STEP: usize = 8;
