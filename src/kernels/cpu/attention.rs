@@ -9,7 +9,7 @@ use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use super::math::{exp_with, lane_update_max, lane_update_sum};
-use super::packed::Output;
+use super::packed::{tile_rows, Output, MR};
 use super::{copy_up_to, transpose, with_host_f32, Isa, Level};
 use crate::error::Result;
 use crate::kernels::{self, Kernels};
@@ -21,8 +21,6 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Rows of the register tile: queries per step.
-const MR: usize = 6;
 /// Columns of the register tile on AVX-512: four 16-lane vectors (the key panels' and value panels' width).
 const WIDE: usize = 64;
 /// Columns of the narrow tile: the width elsewhere, and of the last key panel on AVX-512 (257 vision tokens would
@@ -308,26 +306,6 @@ fn panel_starts<const W: usize>(seq: usize) -> impl Iterator<Item = (usize, usiz
     let full = seq / W * W;
     let wide = (0..full).step_by(W).map(|s| (s, W));
     wide.chain((full..seq).step_by(NARROW).map(|s| (s, NARROW)))
-}
-
-/// `Σₖ rows[i][k] · b[k][j]` for MR rows of A read in place and a W-wide panel `b`, over the depth all of them
-/// have.
-#[inline(always)]
-fn tile_rows<const W: usize, const FMA: bool>(rows: [&[f32]; MR], b: &[f32]) -> [[f32; W]; MR] {
-    let depth = rows.iter().map(|r| r.len()).fold(b.len() / W, usize::min);
-    let (b, _) = b[..depth * W].as_chunks::<W>();
-    let mut acc = [[0f32; W]; MR];
-    for (k, bk) in b.iter().enumerate() {
-        for (acc, row) in acc.iter_mut().zip(&rows) {
-            // SAFETY: k < depth, which no row is shorter than. Checked indexing kept a compare and branch per row
-            // per step in the loop and spilled its lengths: 121 instead of 184 GFLOP/s.
-            let a = unsafe { *row.get_unchecked(k) };
-            for (c, &bj) in acc.iter_mut().zip(bk) {
-                *c = if FMA { a.mul_add(bj, *c) } else { a * bj + *c };
-            }
-        }
-    }
-    acc
 }
 
 /// Copies a tile's rows into the scores buffer at column `col` (as many columns as the buffer has room for).

@@ -1,9 +1,9 @@
 //! f32 `act(x Wᵀ + b)` over a weight packed once, at load, into the micro-kernel's panels: a register tile of 6 rows
 //! by 64 columns on AVX-512 (24 accumulators) or 16 on AVX2 (12); each task takes its B panels in turn, KC deep
-//! slices of them in L2, under every tile of its MC rows of A (packed per call); the bias, activation and residual
-//! are applied to each tile as its last pass ends. Plain Rust over fixed-size arrays, which LLVM keeps in vector
-//! registers, compiled per instruction set (`dispatch!`). The projections' GEMM on AVX2 and AVX-512 CPUs
-//! ([`PackedWeight::try_read`]).
+//! slices of them in L2, under every tile of its MC rows of A (packed per call, or read in place by AVX-512's tiles
+//! over one depth pass); the bias, activation and residual are applied to each tile as its last pass ends. Plain
+//! Rust over fixed-size arrays, which LLVM keeps in vector registers, compiled per instruction set (`dispatch!`).
+//! The projections' GEMM on AVX2 and AVX-512 CPUs ([`PackedWeight::try_read`]).
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::kernels::{self, Kernels};
 use crate::weights::CheckpointView;
 
-/// Rows of the register tile: the height of A's panels.
-const MR: usize = 6;
+/// Rows of the register tile: the height of A's panels (also attention's queries per step).
+pub(super) const MR: usize = 6;
 /// Columns of the register tile, the width of B's panels, on AVX-512: four 16-lane vectors.
 const NR_WIDE: usize = 64;
 /// Columns of the register tile elsewhere: two 8-lane AVX2 vectors.
@@ -516,14 +516,27 @@ fn matmul(x: &[f32], rows: usize, weight: WeightPanels, epilogue: Epilogue, isa:
         cols,
         width,
     } = weight;
-    let a = Panels::pack(x, depth, MR, isa);
+    // A's rows where they are for AVX-512's 64-column tiles over one depth pass: their six row streams cost less
+    // than a packing pass over the input and its parallel region (f32 towers 0.5–3 % faster, Zen 4, in-process
+    // A/B). On AVX2's 16-column tiles each row value serves a quarter of the columns, and in place was 0.5–2 %
+    // slower there (the same Zen 4, AVX2 forced); past one pass the rows' slices would be a depth apart in L2.
+    let packed;
+    let a = if width == NR_WIDE && depth <= KC && matches!(values, PanelValues::F32(_)) {
+        InputRows::InPlace(RowsInPlace { x, rows, depth })
+    } else {
+        packed = Panels::pack(x, depth, MR, isa);
+        InputRows::Packed(PackedRows {
+            panels: packed.values(),
+            depth,
+        })
+    };
     let mut y: Vec<f32> = Vec::with_capacity(rows * cols);
     let out = Output {
         ptr: y.as_mut_ptr(),
         width: cols,
     };
     let job = Job {
-        a: a.values(),
+        a,
         b: values,
         depth,
         out,
@@ -547,10 +560,10 @@ fn matmul(x: &[f32], rows: usize, weight: WeightPanels, epilogue: Epilogue, isa:
     y
 }
 
-/// What every task of one product shares: packed A, packed B, their depth, the output and its epilogue.
+/// What every task of one product shares: A's rows, packed B, their depth, the output and its epilogue.
 #[derive(Clone, Copy)]
 struct Job<'a> {
-    a: &'a [f32],
+    a: InputRows<'a>,
     b: PanelValues<'a>,
     depth: usize,
     out: Output,
@@ -562,24 +575,34 @@ struct Job<'a> {
 fn run_block<const W: usize, const FMA: bool>(job: Job, block: Block) {
     // One loop nest per kind of panel, each compiled on its own (a branch per slice inside one nest cost the
     // AVX2 tile its registers: 15 instead of 219 GFLOP/s).
-    match job.b {
-        PanelValues::F32(b) => run_slices::<W, FMA, _>(job, block, F32Slices(b), &mut []),
-        PanelValues::Codes { codes, scales } => {
+    match (job.b, job.a) {
+        (PanelValues::F32(b), InputRows::Packed(a)) => run_slices::<W, FMA, _, _>(job, block, a, F32Slices(b), &mut []),
+        (PanelValues::F32(b), InputRows::InPlace(a)) => {
+            run_slices::<W, FMA, _, _>(job, block, a, F32Slices(b), &mut [])
+        }
+        (PanelValues::Codes { codes, scales }, a) => {
             let mut slice = vec![0f32; KC.min(job.depth) * W];
-            run_slices::<W, FMA, _>(job, block, CodeSlices { codes, scales }, &mut slice)
+            let codes = CodeSlices { codes, scales };
+            match a {
+                InputRows::Packed(a) => run_slices::<W, FMA, _, _>(job, block, a, codes, &mut slice),
+                InputRows::InPlace(a) => run_slices::<W, FMA, _, _>(job, block, a, codes, &mut slice),
+            }
         }
     }
 }
 
-/// [`run_block`] over B's panel slices as `slices` gives them (`buffer`: room for one KC × W slice, where needed).
+/// [`run_block`] over A's rows as `a` gives them and B's panel slices as `slices` gives them (`buffer`: room for
+/// one KC × W slice, where needed).
 #[inline(always)]
-fn run_slices<const W: usize, const FMA: bool, S: PanelSlices>(job: Job, block: Block, slices: S, buffer: &mut [f32]) {
+fn run_slices<const W: usize, const FMA: bool, A: TileRows, S: PanelSlices>(
+    job: Job,
+    block: Block,
+    a: A,
+    slices: S,
+    buffer: &mut [f32],
+) {
     let Job {
-        a,
-        depth,
-        out,
-        epilogue,
-        ..
+        depth, out, epilogue, ..
     } = job;
     let (rows, cols) = (block.rows.1, out.width);
     // Panel by panel, its passes in turn: B is read in the order it is stored, once per task.
@@ -594,13 +617,58 @@ fn run_slices<const W: usize, const FMA: bool, S: PanelSlices>(job: Job, block: 
             let at = (j0 / W) * depth * W + k0 * W;
             let bp = slices.slice::<W>((at, steps * W), j0, buffer);
             for i0 in (block.rows.0..rows).step_by(MR) {
-                let ap = &a[(i0 / MR) * depth * MR + k0 * MR..][..steps * MR];
                 let corner = (i0, j0, MR.min(rows - i0), width);
                 prefetch_operands(out, corner, epilogue.residual.filter(|_| pass.last));
-                let acc = tile::<W, FMA>(ap, bp);
+                let acc = a.tile::<W, FMA>(i0, k0, bp);
                 store::<W, FMA>(&acc, out, corner, pass, epilogue);
             }
         }
+    }
+}
+
+/// A's rows as one product's tasks read them.
+#[derive(Clone, Copy)]
+enum InputRows<'a> {
+    Packed(PackedRows<'a>),
+    InPlace(RowsInPlace<'a>),
+}
+
+/// A's rows, MR at a time, wherever they are.
+trait TileRows: Copy {
+    /// The sums of rows `i0 .. i0 + MR` (past the input's last row, copies of it) times `b`, a W-wide panel slice
+    /// from depth `k0`, over the slice's depth.
+    fn tile<const W: usize, const FMA: bool>(&self, i0: usize, k0: usize, b: &[f32]) -> [[f32; W]; MR];
+}
+
+/// A packed in MR-row panels of `depth` ([`Panels::pack`]).
+#[derive(Clone, Copy)]
+struct PackedRows<'a> {
+    panels: &'a [f32],
+    depth: usize,
+}
+
+impl TileRows for PackedRows<'_> {
+    #[inline(always)]
+    fn tile<const W: usize, const FMA: bool>(&self, i0: usize, k0: usize, b: &[f32]) -> [[f32; W]; MR] {
+        let steps = b.len() / W;
+        tile::<W, FMA>(&self.panels[(i0 / MR) * self.depth * MR + k0 * MR..][..steps * MR], b)
+    }
+}
+
+/// A as the input holds it: `rows` rows of `depth`.
+#[derive(Clone, Copy)]
+struct RowsInPlace<'a> {
+    x: &'a [f32],
+    rows: usize,
+    depth: usize,
+}
+
+impl TileRows for RowsInPlace<'_> {
+    #[inline(always)]
+    fn tile<const W: usize, const FMA: bool>(&self, i0: usize, k0: usize, b: &[f32]) -> [[f32; W]; MR] {
+        let (steps, last) = (b.len() / W, self.rows.saturating_sub(1));
+        let rows = std::array::from_fn(|i| &self.x[(i0 + i).min(last) * self.depth + k0..][..steps]);
+        tile_rows::<W, FMA>(rows, b)
     }
 }
 
@@ -673,6 +741,27 @@ fn tile<const W: usize, const FMA: bool>(a: &[f32], b: &[f32]) -> [[f32; W]; MR]
         for (acc, &ai) in acc.iter_mut().zip(a) {
             for (c, &bj) in acc.iter_mut().zip(b) {
                 *c = if FMA { ai.mul_add(bj, *c) } else { ai * bj + *c };
+            }
+        }
+    }
+    acc
+}
+
+/// `Σₖ rows[i][k] · b[k][j]` for MR rows of A read in place and a W-wide panel `b`, over the depth all of them
+/// have. The sums start at zero: started from the first products as [`tile`] does, LLVM kept them on the stack (2×
+/// slower towers, Zen 4).
+#[inline(always)]
+pub(super) fn tile_rows<const W: usize, const FMA: bool>(rows: [&[f32]; MR], b: &[f32]) -> [[f32; W]; MR] {
+    let depth = rows.iter().map(|r| r.len()).fold(b.len() / W, usize::min);
+    let (b, _) = b[..depth * W].as_chunks::<W>();
+    let mut acc = [[0f32; W]; MR];
+    for (k, bk) in b.iter().enumerate() {
+        for (acc, row) in acc.iter_mut().zip(&rows) {
+            // SAFETY: k < depth, which no row is shorter than. Checked indexing kept a compare and branch per row
+            // per step in the loop and spilled its lengths: 121 instead of 184 GFLOP/s.
+            let a = unsafe { *row.get_unchecked(k) };
+            for (c, &bj) in acc.iter_mut().zip(bk) {
+                *c = if FMA { a.mul_add(bj, *c) } else { a * bj + *c };
             }
         }
     }
