@@ -1,9 +1,9 @@
 //! f32 `act(x Wᵀ + b)` over a weight packed once, at load, into the micro-kernel's panels: a register tile of 6 rows
 //! by 64 columns on AVX-512 (24 accumulators) or 16 on AVX2 (12); each task takes its B panels in turn, KC deep
-//! slices of them in L2, under every tile of its MC rows of A (packed per call, or read in place by AVX-512's tiles
-//! over one depth pass); the bias, activation and residual are applied to each tile as its last pass ends. Plain
-//! Rust over fixed-size arrays, which LLVM keeps in vector registers, compiled per instruction set (`dispatch!`).
-//! The projections' GEMM on AVX2 and AVX-512 CPUs ([`PackedWeight::try_read`]).
+//! slices of them in L2, under every tile of its MC rows of A (packed per call, or read in place by AVX-512's
+//! tiles); the bias, activation and residual are applied to each tile as its last pass ends. Plain Rust over
+//! fixed-size arrays, which LLVM keeps in vector registers, compiled per instruction set (`dispatch!`). The
+//! projections' GEMM on AVX2 and AVX-512 CPUs ([`PackedWeight::try_read`]).
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -516,12 +516,12 @@ fn matmul(x: &[f32], rows: usize, weight: WeightPanels, epilogue: Epilogue, isa:
         cols,
         width,
     } = weight;
-    // A's rows where they are for AVX-512's 64-column tiles over one depth pass: their six row streams cost less
-    // than a packing pass over the input and its parallel region (f32 towers 0.5–3 % faster, Zen 4, in-process
-    // A/B). On AVX2's 16-column tiles each row value serves a quarter of the columns, and in place was 0.5–2 %
-    // slower there (the same Zen 4, AVX2 forced); past one pass the rows' slices would be a depth apart in L2.
+    // A's rows where they are for AVX-512's 64-column tiles: their six row streams cost less than a packing pass
+    // over the input and its parallel region (f32 towers 1.5–4 % faster, Zen 4, in-process A/B; the MLP's second
+    // layer, four depth passes, gained too). On AVX2's 16-column tiles each row value serves a quarter of the
+    // columns, and in place was 0.5–2 % slower there (the same Zen 4, AVX2 forced).
     let packed;
-    let a = if width == NR_WIDE && depth <= KC && matches!(values, PanelValues::F32(_)) {
+    let a = if width == NR_WIDE && matches!(values, PanelValues::F32(_)) {
         InputRows::InPlace(RowsInPlace { x, rows, depth })
     } else {
         packed = Panels::pack(x, depth, MR, isa);
