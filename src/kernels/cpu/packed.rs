@@ -521,7 +521,7 @@ fn matmul(x: &[f32], rows: usize, weight: WeightPanels, epilogue: Epilogue, isa:
     // layer, four depth passes, gained too). On AVX2's 16-column tiles each row value serves a quarter of the
     // columns, and in place was 0.5–2 % slower there (the same Zen 4, AVX2 forced).
     let packed;
-    let a = if width == NR_WIDE && matches!(values, PanelValues::F32(_)) {
+    let a = if width == NR_WIDE {
         InputRows::InPlace(RowsInPlace { x, rows, depth })
     } else {
         packed = Panels::pack(x, depth, MR, isa);
